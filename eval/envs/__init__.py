@@ -1,0 +1,1 @@
+"""Environments used for demonstrations and closed-loop evaluation (MiniWoB++, Meta-World, adapters)."""
