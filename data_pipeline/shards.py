@@ -1,0 +1,338 @@
+"""The one resumable shard writer used by every source (SoM and ToM alike).
+
+API:
+    build_mix(mix: MixConfig, out: Path, workers=None, overwrite=False, progress=True) -> dict
+        Builds every source of the mix into `out/<source>/` and writes `out/manifest.json`
+        (layout in /tmp/briefs/interfaces.md; train reads only that). Returns the manifest.
+    build_source(src: SourceConfig, out_dir: Path, samples_per_shard, workers, ...) -> dict
+        One source: `out_dir/shard-000000.tar ...` + `out_dir/manifest.json`.
+    iter_shard(path) -> Iterator[Sample]; read_manifest(folder) -> dict.
+
+How it survives kill -9 and stays deterministic:
+  1. Items are listed and sorted by id; their ids (and the source config) form the build hash.
+  2. A process pool runs `process(item)` for every item without a result yet; each result is
+     written atomically (temp file + rename) to `.work/<hash>/items/<index>.tar` and a
+     `<index>.json` marker naming its samples or its skip reason (the marker is written last).
+  3. Packing walks the items in sorted order and cuts their samples into shards of exactly
+     `samples_per_shard` (the last one shorter); each shard is written atomically, and shards
+     already present are kept, so a rerun writes only what is missing.
+  4. The source manifest (no timestamps, sorted keys) is written last; a source whose manifest
+     matches the build hash is skipped on rerun.
+Sample ids are assigned here: `<source>-<item_id>-<k>` sanitised to [A-Za-z0-9_-].
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import shutil
+import tarfile
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from magma.schema import Sample, SampleError, sample_from_tar_members, sample_to_tar_members
+from data_pipeline.mix_config import PIPELINE_VERSION, MixConfig, stable_hash
+from data_pipeline.sources import SkipItem, SourceConfig, WorkItem, get_source_type
+
+log = logging.getLogger("data_pipeline.shards")
+
+MANIFEST = "manifest.json"
+SHARD_PATTERN = "shard-{:06d}.tar"
+BUILD_HASH_FILE = ".build_hash"
+_MAX_LISTED_SKIPS = 200
+
+
+class BuildError(RuntimeError):
+    """A build that cannot proceed (says which source/folder and how to fix it)."""
+
+
+def sanitize_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+
+
+# ---------------------------------------------------------------- atomic file helpers
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0  # byte-identical shards across reruns
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _read_tar(path: Path) -> list[tuple[str, bytes]]:
+    with tarfile.open(path, "r") as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    for p in folder.glob(".*.tmp*"):
+        p.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- worker side
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(type_name: str, cfg_json: str, context: dict, items_dir: str) -> None:
+    _WORKER.update(source=get_source_type(type_name), cfg=SourceConfig.model_validate_json(cfg_json),
+                   context=context, items_dir=Path(items_dir))
+
+
+def _sample_summary(s: Sample) -> dict[str, Any]:
+    return {"id": s.id, "kind": s.primary_kind,
+            "image_sizes": [f"{im.shape[1]}x{im.shape[0]}" for im in s.images],
+            "split": str(s.meta.get("split", "train"))}
+
+
+def _process_one(task: tuple[int, WorkItem]) -> tuple[int, str | None, str]:
+    """Runs one item and stores its result; returns (index, skip reason or None, log text)."""
+    index, item = task
+    src, cfg, items_dir = _WORKER["source"], _WORKER["cfg"], _WORKER["items_dir"]
+    skipped, detail, members, summaries = None, "", [], []
+    try:
+        samples = src.process(item, cfg, _WORKER["context"])
+        base = sanitize_id(f"{cfg.name}-{item.item_id}")
+        for k, s in enumerate(samples):
+            s.id = f"{base}-{k}"
+            members.extend(sample_to_tar_members(s).items())  # validates
+            summaries.append(_sample_summary(s))
+    except SkipItem as exc:
+        skipped, detail = exc.reason, exc.detail
+    except SampleError as exc:
+        skipped, detail = "invalid sample", str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+        skipped = f"error: {type(exc).__name__}"
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if skipped is not None:
+        members, summaries = [], []
+    stem = items_dir / f"{index:08d}"
+    _atomic_write_bytes(stem.with_suffix(".tar"), _tar_bytes(members))
+    _atomic_write_json(stem.with_suffix(".json"), {"item_id": item.item_id, "samples": summaries,
+                                                   "skipped": skipped, "detail": detail})
+    return index, skipped, (f"{cfg.name}: skipped item {item.item_id!r} ({skipped}) {detail}"
+                            if skipped else "")
+
+
+# ---------------------------------------------------------------- one source
+
+def _run_items(src: SourceConfig, pending: list[tuple[int, WorkItem]], context: dict,
+               items_dir: Path, workers: int, progress: bool, backend: str) -> None:
+    init_args = (src.type, src.model_dump_json(), context, str(items_dir))
+    if backend == "ray":
+        from data_pipeline.ray_backend import run_with_ray
+        results: Iterator = run_with_ray(_init_worker, _process_one, init_args, pending, workers)
+        pool = None
+    elif backend == "inline" or workers == 0:
+        _init_worker(*init_args)
+        results, pool = map(_process_one, pending), None
+    else:
+        # The pool forks before tqdm starts its monitor thread (forking threads is unsafe).
+        pool = mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=init_args)
+        results = pool.imap_unordered(_process_one, pending, chunksize=1)
+    try:
+        with logging_redirect_tqdm(), tqdm(total=len(pending), desc=src.name, unit="item",
+                                           disable=not progress, dynamic_ncols=True) as bar:
+            for _, _, message in results:
+                if message:
+                    log.warning(message)
+                bar.update(1)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def _pack_shards(out_dir: Path, items_dir: Path, n_items: int, samples_per_shard: int
+                 ) -> tuple[list[str], list[int], list[dict]]:
+    records = [json.loads((items_dir / f"{i:08d}.json").read_text()) for i in range(n_items)]
+    order = [(i, k) for i, rec in enumerate(records) for k in range(len(rec["samples"]))]
+    names, sizes = [], []
+    cache: dict[int, dict[str, list[tuple[str, bytes]]]] = {}
+
+    def members_of(i: int, k: int) -> list[tuple[str, bytes]]:
+        if i not in cache:
+            cache.clear()  # items are visited in order: keep one item's members at a time
+            grouped: dict[str, list[tuple[str, bytes]]] = {}
+            for name, data in _read_tar(items_dir / f"{i:08d}.tar"):
+                grouped.setdefault(name.split(".", 1)[0], []).append((name, data))
+            cache[i] = grouped
+        return cache[i][records[i]["samples"][k]["id"]]
+
+    for s, start in enumerate(range(0, len(order), samples_per_shard)):
+        chunk = order[start:start + samples_per_shard]
+        name = SHARD_PATTERN.format(s)
+        names.append(name)
+        sizes.append(len(chunk))
+        if (out_dir / name).exists():
+            continue  # written atomically by an earlier run of the same build
+        _atomic_write_bytes(out_dir / name,
+                            _tar_bytes([m for i, k in chunk for m in members_of(i, k)]))
+    return names, sizes, records
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def build_source(src: SourceConfig, out_dir: Path, samples_per_shard: int, workers: int = 2,
+                 overwrite: bool = False, progress: bool = True, backend: str = "pool"
+                 ) -> dict[str, Any]:
+    """Builds one source into `out_dir` (resumable); returns its manifest."""
+    source = get_source_type(src.type)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        items = sorted(source.list_items(src), key=lambda it: it.item_id)
+        list_skip = None
+    except SkipItem as exc:
+        items, list_skip = [], exc
+    ids = [sanitize_id(it.item_id) for it in items]
+    dupes = [i for i, n in Counter(ids).items() if n > 1]
+    if dupes:
+        raise BuildError(f"source {src.name!r}: item ids collide after sanitising: {dupes[:5]}; "
+                         "make item ids unique in [A-Za-z0-9_-]")
+    build_hash = stable_hash({"source": src.model_dump(), "items": [it.item_id for it in items],
+                              "samples_per_shard": samples_per_shard,
+                              "pipeline_version": PIPELINE_VERSION})
+
+    hash_file = out_dir / BUILD_HASH_FILE
+    if hash_file.exists() and hash_file.read_text().strip() != build_hash:
+        if not overwrite:
+            raise BuildError(f"{out_dir} holds a build of a different config or item list; "
+                             "pass --overwrite to rebuild it or choose another --out")
+        shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True)
+    manifest_path = out_dir / MANIFEST
+    if hash_file.exists() and manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("build_hash") == build_hash:
+            shutil.rmtree(out_dir / ".work", ignore_errors=True)
+            log.info("%s: already built (%d samples), skipping", src.name, manifest["num_samples"])
+            return manifest
+    _atomic_write_bytes(hash_file, build_hash.encode())
+    _remove_stale_temps(out_dir)
+
+    items_dir = out_dir / ".work" / build_hash / "items"
+    items_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(items_dir)
+    context = source.prepare(src, items) if items else {}
+    pending = [(i, it) for i, it in enumerate(items)
+               if not (items_dir / f"{i:08d}.json").exists()]
+    if pending:
+        _run_items(src, pending, context, items_dir, workers, progress, backend)
+
+    names, sizes, records = _pack_shards(out_dir, items_dir, len(items), samples_per_shard)
+    summaries = [s for rec in records for s in rec["samples"]]
+    skipped = Counter(rec["skipped"] for rec in records if rec["skipped"])
+    skipped_items = [{"item": rec["item_id"], "reason": rec["skipped"], "detail": rec["detail"]}
+                     for rec in records if rec["skipped"]][:_MAX_LISTED_SKIPS]
+    if list_skip is not None:
+        skipped[list_skip.reason] += 1
+        skipped_items.append({"item": "*", "reason": list_skip.reason, "detail": list_skip.detail})
+        log.warning("%s: source skipped (%s) %s", src.name, list_skip.reason, list_skip.detail)
+    manifest = {
+        "name": src.name, "type": src.type, "weight": src.weight, "dir": out_dir.name,
+        "params": _jsonable(src.params), "build_hash": build_hash,
+        "pipeline_version": PIPELINE_VERSION, "samples_per_shard": samples_per_shard,
+        "num_items": len(items), "num_samples": len(summaries),
+        "shards": names, "shard_sizes": sizes,
+        "counts_by_kind": dict(sorted(Counter(s["kind"] for s in summaries).items())),
+        "image_sizes": dict(sorted(Counter(sz for s in summaries for sz in s["image_sizes"]).items())),
+        "splits": dict(sorted(Counter(s["split"] for s in summaries).items())),
+        "skipped": dict(sorted(skipped.items())), "skipped_items": skipped_items,
+        "context": _jsonable(context),
+    }
+    _atomic_write_json(manifest_path, manifest)
+    shutil.rmtree(out_dir / ".work", ignore_errors=True)
+    return manifest
+
+
+# ---------------------------------------------------------------- the mix
+
+def _add(total: dict[str, int], part: dict[str, int]) -> None:
+    for k, v in part.items():
+        total[k] = total.get(k, 0) + v
+
+
+def build_mix(mix: MixConfig, out: str | Path, workers: int | None = None, overwrite: bool = False,
+              progress: bool = True, backend: str = "pool") -> dict[str, Any]:
+    """Builds every source of `mix` under `out` and writes the top-level manifest."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = mix.workers if workers is None else workers
+    top: dict[str, Any] = {
+        "mix": mix.name, "pipeline_version": PIPELINE_VERSION,
+        "config_hash": stable_hash({"mix": mix.model_dump(exclude={"workers"}),
+                                    "pipeline_version": PIPELINE_VERSION}),
+        "samples_per_shard": mix.samples_per_shard, "sources": {}, "counts_by_kind": {},
+        "counts_by_source": {}, "skipped": {}, "action_stats": {}, "splits": {}, "image_sizes": {},
+    }
+    for src in mix.sources:
+        m = build_source(src, out / src.name, mix.samples_per_shard, workers, overwrite, progress,
+                         backend)
+        top["sources"][src.name] = {k: m[k] for k in (
+            "type", "weight", "dir", "num_samples", "shards", "shard_sizes", "counts_by_kind",
+            "skipped", "splits", "build_hash")}
+        top["counts_by_source"][src.name] = m["num_samples"]
+        _add(top["counts_by_kind"], m["counts_by_kind"])
+        _add(top["skipped"], m["skipped"])
+        _add(top["image_sizes"], m["image_sizes"])
+        top["splits"][src.name] = m["splits"]
+        for dataset, stats in (m.get("context") or {}).get("action_stats", {}).items():
+            if dataset in top["action_stats"] and top["action_stats"][dataset] != stats:
+                raise BuildError(f"sources disagree on action statistics of dataset {dataset!r}; "
+                                 "give each source its own dataset name")
+            top["action_stats"][dataset] = stats
+    top["num_samples"] = sum(top["counts_by_source"].values())
+    _atomic_write_json(out / MANIFEST, top)
+    return top
+
+
+# ---------------------------------------------------------------- reading back
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BuildError(f"{path}: no manifest; build it with `magma data build`") from None
+
+
+def iter_shard(path: str | Path) -> Iterator[Sample]:
+    """Samples of one tar shard, in order (members grouped by the key before the first '.')."""
+    key, group = None, {}
+    for name, data in _read_tar(Path(path)):
+        k, suffix = name.split(".", 1)
+        if key is not None and k != key:
+            yield sample_from_tar_members(key, group)
+            group = {}
+        key = k
+        group[suffix] = data
+    if key is not None:
+        yield sample_from_tar_members(key, group)
