@@ -1,0 +1,1 @@
+"""Inference engines behind one async batched interface (`serve.engines.base.Engine`)."""
