@@ -40,7 +40,8 @@ def magma_config_from_spec(spec: ModelSpec, vocab_size: int, image_token_id: int
     return MagmaConfig(vision_config=vision.to_dict(), text_config=text,
                        image_token_id=image_token_id, image_size=spec.image_size,
                        max_crops=spec.max_crops, vision_feature_stage=spec.vision.feature_stage,
-                       projector_type=spec.projector.type, action_bins=spec.action_bins,
+                       projector_type=spec.projector.type, projector_norm=spec.projector.norm,
+                       action_bins=spec.action_bins,
                        tie_word_embeddings=spec.text.tie_word_embeddings)
 
 

@@ -29,6 +29,7 @@ class MagmaConfig(PreTrainedConfig):
     max_crops: int = 0
     vision_feature_stage: int = -1
     projector_type: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
+    projector_norm: bool = True  # LayerNorm before the MLP (off for the public Magma-8B layout)
     action_bins: int = 256
     tie_word_embeddings: bool = False
 

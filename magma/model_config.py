@@ -21,6 +21,7 @@ class VisionSpec(_Strict):
 
 class ProjectorSpec(_Strict):
     type: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
+    norm: bool = True
 
 
 class TextSpec(_Strict):

@@ -31,7 +31,7 @@ class MagmaProjector(nn.Module):
     def __init__(self, config: MagmaConfig):
         super().__init__()
         d_in, d_out = config.vision_feature_dim, config.get_text_config().hidden_size
-        self.norm = nn.LayerNorm(d_in)
+        self.norm = nn.LayerNorm(d_in) if config.projector_norm else nn.Identity()
         if config.projector_type == "linear":
             self.proj = nn.Sequential(nn.Linear(d_in, d_out))
         else:

@@ -1,0 +1,34 @@
+"""Shared fixtures: one tiny random model/checkpoint per test session (built offline)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "configs" / "model" / "tiny.yaml"
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_and_processor():
+    from magma.build import build_model
+    model, processor = build_model(TINY_CONFIG, seed=0)
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_model_and_processor) -> Path:
+    """A saved random-init tiny checkpoint folder (read-only by convention)."""
+    import numpy as np
+
+    from magma.action_tokenizer import ActionStats
+    from magma.checkpoint import save_checkpoint
+    model, processor = tiny_model_and_processor
+    rng = np.random.default_rng(0)
+    stats = {"metaworld": ActionStats.from_actions(rng.uniform(-1, 1, size=(500, 4)))}
+    folder = tmp_path_factory.mktemp("tiny_ckpt")
+    save_checkpoint(model, processor, folder, action_stats=stats)
+    return folder
