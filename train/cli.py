@@ -1,0 +1,40 @@
+"""`magma train --config configs/train/<name>.yaml [--set key=value ...]` (also `python -m train`).
+
+One process: run it directly. Several ranks: `torchrun --nproc_per_node N -m train --config ...`
+or `deepspeed --num_gpus N --module train --config ...` (on CPU add OMP_NUM_THREADS=1).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="magma train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="configs/train/<name>.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=3e-4 --set dist.zero_stage=3")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    from train.config import TrainConfigError, load_train_config
+    from train.data import DataError
+    from train.loop import NonFiniteLossError, train
+
+    try:
+        cfg = load_train_config(args.config, args.overrides)
+        result = train(cfg)
+    except (TrainConfigError, DataError, FileNotFoundError, NonFiniteLossError, ValueError) as exc:
+        print(f"magma train: {exc}", file=sys.stderr)
+        return 2
+    if result.preempted:
+        print(f"[train] preempted at step {result.final_step}; rerun the same command to resume")
+    else:
+        print(f"[train] done: step {result.final_step}, loss {result.final_loss:.4f}, "
+              f"skipped samples {result.skipped or 0}; final model in {result.run_dir / 'final'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
