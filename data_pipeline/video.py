@@ -127,3 +127,28 @@ def list_videos(folder: str | Path) -> list[Path]:
     if root.is_file():
         return [root]
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+
+
+def read_frame_range(path: str | Path, start: int, count: int) -> np.ndarray:
+    """Frames [start, start+count) decoded sequentially (exact for concatenated episode videos
+    whose seek tables are unreliable). Raises VideoError if fewer frames decode."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VideoError(f"{path}: OpenCV cannot open this video (missing, truncated or "
+                         "unsupported codec)")
+    out: list[np.ndarray] = []
+    try:
+        i = 0
+        while len(out) < count:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if i >= start:
+                out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            i += 1
+    finally:
+        cap.release()
+    if len(out) < count:
+        raise VideoError(f"{path}: wanted frames {start}..{start + count - 1} but only "
+                         f"{start + len(out)} frames decode (truncated file?)")
+    return np.stack(out)

@@ -1,0 +1,354 @@
+"""Robot episode readers behind one record, plus per-dataset action statistics.
+
+Formats:
+- recorder: the project's own folders (`magma.episode`: episode.json + frames.npz + steps.jsonl).
+- LeRobotDataset v3.0: `meta/info.json`, `meta/episodes/chunk-*/file-*.parquet`,
+  `meta/tasks.parquet`, `data/chunk-XXX/file-XXX.parquet` (many episodes per file) and
+  `videos/<camera>/chunk-XXX/file-XXX.mp4` (many episodes per video, located by
+  from/to timestamps). `write_lerobot_v3` writes a small dataset in that layout (tests, demos).
+- HDF5 robomimic / LIBERO: `data/demo_N/actions [T, D]`, `data/demo_N/obs/<camera> [T, H, W, 3]`,
+  low-dimensional obs as proprio, instruction from `data.attrs["problem_info"]` (LIBERO) or
+  the file name. `write_hdf5_episodes` writes one for tests.
+
+Every reader returns a `RobotEpisode`; `check_episode` turns bad input into `EpisodeError`
+with a short `reason` (length_mismatch, nonfinite_actions, empty_episode, ...).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from magma.action_tokenizer import ActionStats
+from magma.episode import EPISODE_FRAMES, EPISODE_META, EpisodeMeta, iter_episode_dirs
+
+from data_pipeline.video import VideoError, read_frame_range, write_video
+
+
+class EpisodeError(ValueError):
+    """An episode that cannot give trustworthy samples; `reason` is a short counted key."""
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+
+
+@dataclass
+class RobotEpisode:
+    episode_id: str
+    instruction: str
+    actions: np.ndarray  # [T, D] float
+    images: np.ndarray | None = None  # [T, H, W, 3] uint8 (None when read without images)
+    proprio: np.ndarray | None = None  # [T, P]
+    dataset: str = ""
+    fps: float = 10.0
+    split: str = "train"
+
+
+def check_episode(ep: RobotEpisode, need_images: bool = True) -> RobotEpisode:
+    """Raises EpisodeError on episodes that would give wrong targets."""
+    a = np.asarray(ep.actions)
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise EpisodeError("empty_episode", f"{ep.episode_id}: actions shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise EpisodeError("nonfinite_actions", f"{ep.episode_id}: NaN/inf in actions")
+    t = a.shape[0]
+    if need_images:
+        if ep.images is None or ep.images.ndim != 4 or ep.images.shape[-1] != 3:
+            raise EpisodeError("bad_images", f"{ep.episode_id}: images "
+                               f"{None if ep.images is None else ep.images.shape}")
+        if ep.images.shape[0] != t:
+            raise EpisodeError("length_mismatch", f"{ep.episode_id}: {ep.images.shape[0]} frames "
+                               f"vs {t} actions")
+    if ep.proprio is not None and (ep.proprio.ndim != 2 or ep.proprio.shape[0] != t):
+        raise EpisodeError("length_mismatch", f"{ep.episode_id}: proprio {ep.proprio.shape} vs "
+                           f"{t} actions")
+    return ep
+
+
+def action_stats(episodes_actions: Iterable[np.ndarray]) -> ActionStats:
+    """Statistics over all steps of the (already checked) episodes of one dataset."""
+    arrays = [np.asarray(a, dtype=np.float64) for a in episodes_actions]
+    if not arrays:
+        raise ValueError("no episodes to compute action statistics from")
+    return ActionStats.from_actions(np.concatenate(arrays, 0))
+
+
+# ---------------------------------------------------------------- recorder format
+
+def list_recorder_episodes(root: str | Path) -> list[Path]:
+    return list(iter_episode_dirs(root))
+
+
+def read_recorder_episode(folder: str | Path, load_images: bool = True,
+                          dataset: str | None = None) -> RobotEpisode:
+    """Reads a `magma.episode` folder without its strict validation, so that a length mismatch
+    becomes a counted reason rather than a generic load failure."""
+    folder = Path(folder)
+    try:
+        meta = EpisodeMeta(**json.loads((folder / EPISODE_META).read_text()))
+        with np.load(folder / EPISODE_FRAMES) as z:
+            actions = z["actions"] if "actions" in z.files else None
+            proprio = z["proprio"] if "proprio" in z.files else None
+            images = z["images"] if load_images else None
+    except Exception as exc:  # corrupt JSON/npz, missing files
+        raise EpisodeError("unreadable_episode", f"{folder}: {type(exc).__name__}: {exc}") from exc
+    if actions is None:
+        raise EpisodeError("no_actions", f"{folder}: not a robot episode (no actions)")
+    return RobotEpisode(episode_id=meta.episode_id, instruction=meta.instruction, actions=actions,
+                        images=images, proprio=proprio, dataset=dataset or meta.env, fps=meta.fps,
+                        split=meta.split)
+
+
+# ---------------------------------------------------------------- LeRobotDataset v3.0
+
+LEROBOT_INFO = "meta/info.json"
+_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+
+
+def is_lerobot_dataset(root: str | Path) -> bool:
+    return (Path(root) / LEROBOT_INFO).is_file()
+
+
+def _lerobot_info(root: Path) -> dict:
+    try:
+        info = json.loads((root / LEROBOT_INFO).read_text())
+    except Exception as exc:
+        raise EpisodeError("unreadable_dataset", f"{root / LEROBOT_INFO}: {exc}") from exc
+    version = str(info.get("codebase_version", ""))
+    if not version.startswith("v3"):
+        raise EpisodeError("unsupported_version", f"{root}: codebase_version {version!r}; this "
+                           "reader handles LeRobotDataset v3.x (convert older sets with LeRobot's "
+                           "conversion script)")
+    return info
+
+
+def _lerobot_episode_table(root: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    files = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+    if not files:
+        raise EpisodeError("unreadable_dataset", f"{root}/meta/episodes: no episode metadata")
+    rows: list[dict] = []
+    for f in files:
+        rows.extend(pq.read_table(f).to_pylist())
+    return sorted(rows, key=lambda r: int(r["episode_index"]))
+
+
+def _lerobot_video_keys(info: dict) -> list[str]:
+    return [k for k, v in info.get("features", {}).items() if v.get("dtype") == "video"]
+
+
+def list_lerobot_episodes(root: str | Path) -> list[int]:
+    root = Path(root)
+    _lerobot_info(root)
+    return [int(r["episode_index"]) for r in _lerobot_episode_table(root)]
+
+
+def read_lerobot_episode(root: str | Path, episode_index: int, camera: str | None = None,
+                         load_images: bool = True, dataset: str | None = None) -> RobotEpisode:
+    """One episode of a LeRobot v3 dataset: actions/state from parquet, frames from the mp4."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    info = _lerobot_info(root)
+    rows = [r for r in _lerobot_episode_table(root) if int(r["episode_index"]) == episode_index]
+    if not rows:
+        raise EpisodeError("missing_episode", f"{root}: no episode {episode_index}")
+    row = rows[0]
+    fps = float(info.get("fps", 10))
+    data_file = root / info.get("data_path", _DATA_PATH).format(
+        chunk_index=int(row["data/chunk_index"]), file_index=int(row["data/file_index"]))
+    try:
+        table = pq.read_table(data_file)
+        table = table.filter(pc.equal(table["episode_index"], episode_index))
+        table = table.sort_by("frame_index")
+        actions = np.asarray(table["action"].to_pylist(), dtype=np.float64)
+        proprio = (np.asarray(table["observation.state"].to_pylist(), dtype=np.float64)
+                   if "observation.state" in table.column_names else None)
+    except Exception as exc:
+        raise EpisodeError("unreadable_episode", f"{data_file}: {type(exc).__name__}: {exc}") from exc
+    tasks = row.get("tasks") or []
+    instruction = str(tasks[0]) if tasks else ""
+    images = None
+    if load_images:
+        keys = _lerobot_video_keys(info)
+        key = camera or (keys[0] if keys else None)
+        if key is None or key not in keys:
+            raise EpisodeError("no_camera", f"{root}: camera {camera!r} not among video "
+                               f"features {keys}")
+        video_file = root / info.get("video_path", _VIDEO_PATH).format(
+            video_key=key, chunk_index=int(row[f"videos/{key}/chunk_index"]),
+            file_index=int(row[f"videos/{key}/file_index"]))
+        video_fps = float(info["features"][key].get("info", {}).get("video.fps", fps))
+        start = int(round(float(row[f"videos/{key}/from_timestamp"]) * video_fps))
+        try:
+            images = read_frame_range(video_file, start, int(row["length"]))
+        except VideoError as exc:
+            raise EpisodeError("unreadable_video", str(exc)) from exc
+    return RobotEpisode(episode_id=f"episode_{episode_index:06d}", instruction=instruction,
+                        actions=actions, images=images, proprio=proprio,
+                        dataset=dataset or root.name, fps=fps)
+
+
+def write_lerobot_v3(root: str | Path, episodes: Sequence[RobotEpisode], fps: float = 10.0,
+                     camera: str = "observation.images.front") -> Path:
+    """Writes `episodes` as a LeRobotDataset v3.0 (one data file, one video file per camera,
+    episodes concatenated as the real layout does). For tests and small demos."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    if not episodes:
+        raise ValueError("need at least one episode")
+    tasks = sorted({ep.instruction for ep in episodes})
+    task_index = {t: i for i, t in enumerate(tasks)}
+    data_rows, episode_rows, frames = [], [], []
+    offset = 0
+    for e, ep in enumerate(episodes):
+        t = len(ep.actions)
+        for i in range(t):
+            row = {"action": [float(v) for v in ep.actions[i]], "timestamp": i / fps,
+                   "frame_index": i, "episode_index": e, "index": offset + i,
+                   "task_index": task_index[ep.instruction]}
+            if ep.proprio is not None:
+                row["observation.state"] = [float(v) for v in ep.proprio[i]]
+            data_rows.append(row)
+        episode_rows.append({
+            "episode_index": e, "tasks": [ep.instruction], "length": t,
+            "data/chunk_index": 0, "data/file_index": 0,
+            "dataset_from_index": offset, "dataset_to_index": offset + t,
+            f"videos/{camera}/chunk_index": 0, f"videos/{camera}/file_index": 0,
+            f"videos/{camera}/from_timestamp": offset / fps,
+            f"videos/{camera}/to_timestamp": (offset + t) / fps,
+            "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+        frames.append(ep.images)
+        offset += t
+    h, w = episodes[0].images.shape[1:3]
+    dim = episodes[0].actions.shape[1]
+    features = {
+        camera: {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
+                 "info": {"video.fps": fps, "video.height": h, "video.width": w,
+                          "video.codec": "mp4v"}},
+        "action": {"dtype": "float32", "shape": [dim], "names": None},
+        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+        "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+        "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+        "index": {"dtype": "int64", "shape": [1], "names": None},
+        "task_index": {"dtype": "int64", "shape": [1], "names": None},
+    }
+    if episodes[0].proprio is not None:
+        features["observation.state"] = {"dtype": "float32",
+                                         "shape": [episodes[0].proprio.shape[1]], "names": None}
+    info = {"codebase_version": "v3.0", "robot_type": None, "total_episodes": len(episodes),
+            "total_frames": offset, "total_tasks": len(tasks), "chunks_size": 1000, "fps": fps,
+            "splits": {"train": f"0:{len(episodes)}"}, "data_path": _DATA_PATH,
+            "video_path": _VIDEO_PATH, "features": features}
+    (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
+    (root / LEROBOT_INFO).write_text(json.dumps(info, indent=1))
+    pq.write_table(pa.Table.from_pylist(data_rows), root / "data/chunk-000/file-000.parquet")
+    pq.write_table(pa.Table.from_pylist(episode_rows),
+                   root / "meta/episodes/chunk-000/file-000.parquet")
+    pq.write_table(pa.table({"task_index": list(range(len(tasks))), "task": tasks}),
+                   root / "meta/tasks.parquet")
+    write_video(root / _VIDEO_PATH.format(video_key=camera, chunk_index=0, file_index=0),
+                np.concatenate(frames, 0), fps)
+    return root
+
+
+# ---------------------------------------------------------------- HDF5 (robomimic / LIBERO)
+
+HDF5_SUFFIXES = (".hdf5", ".h5")
+# Low-dimensional observations used as proprio, in this order, when present.
+PROPRIO_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos",
+                "ee_states", "gripper_states", "joint_states", "state", "proprio")
+
+
+def _demo_sort_key(name: str) -> tuple[int, str]:
+    tail = name.rsplit("_", 1)[-1]
+    return (int(tail) if tail.isdigit() else 1 << 30, name)
+
+
+def list_hdf5_episodes(path: str | Path) -> list[str]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return sorted(f["data"].keys(), key=_demo_sort_key)
+    except Exception as exc:
+        raise EpisodeError("unreadable_dataset", f"{path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _hdf5_instruction(f: object, path: Path) -> str:
+    attrs = f["data"].attrs  # type: ignore[index]
+    for key in ("problem_info", "env_args"):
+        if key in attrs:
+            try:
+                meta = json.loads(attrs[key])
+                text = meta.get("language_instruction") or meta.get("instruction")
+                if text:
+                    return " ".join(text) if isinstance(text, list) else str(text)
+            except (TypeError, ValueError):
+                pass
+    # LIBERO file names are the instruction: "pick_up_the_book_demo.hdf5"
+    return path.stem.removesuffix("_demo").replace("_", " ")
+
+
+def read_hdf5_episode(path: str | Path, demo: str, camera: str | None = None,
+                      load_images: bool = True, dataset: str | None = None,
+                      fps: float = 20.0) -> RobotEpisode:
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            g = f["data"][demo]
+            actions = np.asarray(g["actions"], dtype=np.float64)
+            obs = g["obs"] if "obs" in g else {}
+            cams = [k for k in obs if obs[k].ndim == 4 and obs[k].shape[-1] == 3]
+            pro = [np.asarray(obs[k], dtype=np.float64).reshape(len(obs[k]), -1)
+                   for k in PROPRIO_KEYS if k in obs]
+            proprio = np.concatenate(pro, 1) if pro and len({len(p) for p in pro}) == 1 else None
+            images = None
+            if load_images:
+                key = camera or next((k for k in ("agentview_image", "agentview_rgb") if k in cams),
+                                     cams[0] if cams else None)
+                if key is None or key not in cams:
+                    raise EpisodeError("no_camera", f"{path}:{demo}: camera {camera!r} not among "
+                                       f"image observations {cams}")
+                images = np.asarray(obs[key], dtype=np.uint8)
+            instruction = _hdf5_instruction(f, path)
+    except EpisodeError:
+        raise
+    except Exception as exc:
+        raise EpisodeError("unreadable_episode", f"{path}:{demo}: {type(exc).__name__}: {exc}") from exc
+    return RobotEpisode(episode_id=f"{path.stem}-{demo}", instruction=instruction, actions=actions,
+                        images=images, proprio=proprio, dataset=dataset or path.stem, fps=fps)
+
+
+def write_hdf5_episodes(path: str | Path, episodes: Sequence[RobotEpisode],
+                        camera: str = "agentview_image", instruction: str | None = None) -> Path:
+    """robomimic/LIBERO-style file: data/demo_i/{actions, obs/<camera>, obs/robot0_eef_pos}."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        text = instruction if instruction is not None else episodes[0].instruction
+        data.attrs["problem_info"] = json.dumps({"language_instruction": text})
+        for i, ep in enumerate(episodes):
+            g = data.create_group(f"demo_{i}")
+            g.create_dataset("actions", data=np.asarray(ep.actions, dtype=np.float64))
+            g.attrs["num_samples"] = len(ep.actions)
+            obs = g.create_group("obs")
+            obs.create_dataset(camera, data=np.asarray(ep.images, dtype=np.uint8))
+            if ep.proprio is not None:
+                obs.create_dataset("robot0_eef_pos", data=np.asarray(ep.proprio, dtype=np.float64))
+    return path
