@@ -1,0 +1,24 @@
+"""Public perception functions: the only data_pipeline module `serve` may import, so that a
+screen at inference is marked exactly as the training screens were.
+
+Set-of-Mark:
+    marks_from_dom_elements(dom_elements, screen_size=None) -> (marks, {ref: mark id})
+    propose_marks(image, max_marks=32, backend="opencv"|"sam", sam_checkpoint=None) -> marks
+    render_marks(image, marks, style="box"|"dot") -> marked image
+    layout_labels(marks, (w, h), style) -> (label boxes, font scale)
+    capture_page(url_or_html_path, viewport=(1280, 800)) -> (screenshot, marks)
+    mark_table(marks) -> [{"id", "box", "centre", "text", "role"}]
+"""
+from __future__ import annotations
+
+from data_pipeline.dom_marks import marks_from_dom_elements, reading_order
+from data_pipeline.mark_rendering import layout_labels, mark_table, render_marks
+from data_pipeline.page_capture import CaptureError, PageCapturer, capture_page
+from data_pipeline.region_proposals import ProposalBackendError, propose_marks
+
+__all__ = [
+    "marks_from_dom_elements", "reading_order", "propose_marks", "render_marks", "layout_labels",
+    "mark_table", "capture_page", "PageCapturer", "CaptureError", "ProposalBackendError",
+]
+
+# Trace-of-Mark (ToM helper) re-exports go below this line.
