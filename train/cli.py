@@ -6,6 +6,7 @@ or `deepspeed --num_gpus N --module train --config ...` (on CPU add OMP_NUM_THRE
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainConfigError, DataError, FileNotFoundError, NonFiniteLossError, ValueError) as exc:
         print(f"magma train: {exc}", file=sys.stderr)
         return 2
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     if result.preempted:
         print(f"[train] preempted at step {result.final_step}; rerun the same command to resume")
     else:

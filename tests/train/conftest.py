@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+from shardgen import DEFAULT_SOURCES, write_shards  # noqa: E402
+
+MICRO_TRAIN = HERE / "micro_train.yaml"
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory) -> Path:
+    return write_shards(tmp_path_factory.mktemp("shards"), DEFAULT_SOURCES)
+
+
+def train_env(threads: int = 1) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO),
+               TORCH_EXTENSIONS_DIR=str(REPO / ".cache" / "torch_extensions"))
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return env
+
+
+def train_cmd(run_dir: Path, shards: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "train", "--config", str(MICRO_TRAIN), "--set", f"run_dir={run_dir}",
+            "--set", f"data.shards={shards}", *[a for o in overrides for a in ("--set", o)]]
+
+
+def run_train(run_dir: Path, shards: Path, *overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    proc = subprocess.run(train_cmd(run_dir, shards, *overrides), cwd=REPO, env=train_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def torchrun_train(run_dir: Path, shards: Path, nproc: int, *overrides: str, timeout: int = 300):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+           "--master_port", str(port)] + train_cmd(run_dir, shards, *overrides)[1:]
+    proc = subprocess.run(cmd, cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
