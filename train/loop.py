@@ -35,6 +35,7 @@ class TrainResult:
     final_loss: float
     preempted: bool
     skipped: dict[str, int]
+    resumed_from: Path | None = None
 
 
 class PreemptionFlag:
@@ -162,7 +163,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             logger.close()
         shutdown()
     return TrainResult(run_dir=run_dir, final_step=step, final_loss=float(last["loss"]),
-                       preempted=preempted, skipped=skipped)
+                       preempted=preempted, skipped=skipped,
+                       resumed_from=resume_from)
 
 
 def nonfinite_loss(run_dir: Path, step: int, losses: dict, micro: list[dict], rank: int) -> NonFiniteLossError:

@@ -51,3 +51,19 @@ def torchrun_train(run_dir: Path, shards: Path, nproc: int, *overrides: str, tim
     proc = subprocess.run(cmd, cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def train_inprocess(run_dir: Path, shards: Path, *overrides: str):
+    """The same run as `run_train`, in this process with one thread (bitwise comparable)."""
+    import torch
+
+    from train.config import load_train_config
+    from train.loop import train
+
+    cfg = load_train_config(MICRO_TRAIN, [f"run_dir={run_dir}", f"data.shards={shards}", *overrides])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(cfg)
+    finally:
+        torch.set_num_threads(threads)

@@ -19,7 +19,7 @@ from train.config import load_train_config
 from train.loop import NonFiniteLossError, train
 from train.metrics import read_metrics
 
-from conftest import HERE, MICRO_TRAIN, REPO, run_train, train_cmd, train_env
+from conftest import HERE, MICRO_TRAIN, REPO, train_cmd, train_env, train_inprocess
 
 STEPS = ("max_steps=12", "checkpoint.every=2", "checkpoint.keep_last=2")
 CURVE_KEYS = ("loss", "loss_verbal", "loss_spatial", "loss_action", "lr", "grad_norm")
@@ -28,7 +28,7 @@ CURVE_KEYS = ("loss", "loss_verbal", "loss_spatial", "loss_action", "lr", "grad_
 @pytest.fixture(scope="module")
 def reference(shards, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("ref") / "run"
-    run_train(run, shards, *STEPS, "log.tensorboard=true")
+    train_inprocess(run, shards, *STEPS, "log.tensorboard=true", "log.progress=false")
     return run
 
 
@@ -83,8 +83,8 @@ def test_kill9_at_random_step_then_resume_is_bitwise_identical(reference, shards
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not (run / "final").exists()
-    out = run_train(run, shards, *STEPS)
-    assert "resumed from" in out.stdout
+    result = train_inprocess(run, shards, *STEPS)
+    assert result.resumed_from is not None and result.resumed_from.name != "step-12"
     assert curve(run) == curve(reference)
     assert_same_final_weights(run, reference)
 
@@ -100,7 +100,7 @@ def test_kill_during_checkpoint_write_keeps_latest_valid(reference, shards, tmp_
     assert (ckpts / ".tmp-step-6").is_dir()
     assert (ckpts / "latest").read_text().strip() == "step-4"
     load_checkpoint(ckpts / "step-4")
-    run_train(run, shards, *STEPS)
+    assert train_inprocess(run, shards, *STEPS).resumed_from == ckpts / "step-4"
     assert not (ckpts / ".tmp-step-6").exists()
     assert curve(run) == curve(reference)
     assert_same_final_weights(run, reference)
@@ -118,7 +118,7 @@ def test_sigterm_saves_and_exits_zero_then_resumes(reference, shards, tmp_path):
     state = json.loads((run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
                         / "trainer_state.json").read_text())
     assert 3 <= state["step"] < 12 and "preempted" in out
-    run_train(run, shards, *STEPS)
+    assert train_inprocess(run, shards, *STEPS).resumed_from.name == f"step-{state['step']}"
     assert curve(run) == curve(reference)
     assert_same_final_weights(run, reference)
 
