@@ -115,12 +115,13 @@ def _process_one(task: tuple[int, WorkItem]) -> tuple[int, str | None, str]:
     """Runs one item and stores its result; returns (index, skip reason or None, log text)."""
     index, item = task
     src, cfg, items_dir = _WORKER["source"], _WORKER["cfg"], _WORKER["items_dir"]
-    skipped, detail, members, summaries = None, "", [], []
+    skipped, detail, members, summaries, dropped = None, "", [], [], Counter()
     try:
         samples = src.process(item, cfg, _WORKER["context"])
         base = sanitize_id(f"{cfg.name}-{item.item_id}")
         for k, s in enumerate(samples):
             s.id = f"{base}-{k}"
+            dropped.update(s.meta.pop("_dropped", {}))
             members.extend(sample_to_tar_members(s).items())  # validates
             summaries.append(_sample_summary(s))
     except SkipItem as exc:
@@ -131,11 +132,12 @@ def _process_one(task: tuple[int, WorkItem]) -> tuple[int, str | None, str]:
         skipped = f"error: {type(exc).__name__}"
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     if skipped is not None:
-        members, summaries = [], []
+        members, summaries, dropped = [], [], Counter()
     stem = items_dir / f"{index:08d}"
     _atomic_write_bytes(stem.with_suffix(".tar"), _tar_bytes(members))
     _atomic_write_json(stem.with_suffix(".json"), {"item_id": item.item_id, "samples": summaries,
-                                                   "skipped": skipped, "detail": detail})
+                                                   "skipped": skipped, "detail": detail,
+                                                   "dropped": dict(dropped)})
     return index, skipped, (f"{cfg.name}: skipped item {item.item_id!r} ({skipped}) {detail}"
                             if skipped else "")
 
@@ -250,6 +252,9 @@ def build_source(src: SourceConfig, out_dir: Path, samples_per_shard: int, worke
     names, sizes, records = _pack_shards(out_dir, items_dir, len(items), samples_per_shard)
     summaries = [s for rec in records for s in rec["samples"]]
     skipped = Counter(rec["skipped"] for rec in records if rec["skipped"])
+    dropped: Counter = Counter()
+    for rec in records:
+        dropped.update(rec.get("dropped", {}))
     skipped_items = [{"item": rec["item_id"], "reason": rec["skipped"], "detail": rec["detail"]}
                      for rec in records if rec["skipped"]][:_MAX_LISTED_SKIPS]
     if list_skip is not None:
@@ -266,6 +271,7 @@ def build_source(src: SourceConfig, out_dir: Path, samples_per_shard: int, worke
         "image_sizes": dict(sorted(Counter(sz for s in summaries for sz in s["image_sizes"]).items())),
         "splits": dict(sorted(Counter(s["split"] for s in summaries).items())),
         "skipped": dict(sorted(skipped.items())), "skipped_items": skipped_items,
+        "dropped": dict(sorted(dropped.items())),
         "context": _jsonable(context),
     }
     _atomic_write_json(manifest_path, manifest)
@@ -291,17 +297,18 @@ def build_mix(mix: MixConfig, out: str | Path, workers: int | None = None, overw
         "config_hash": stable_hash({"mix": mix.model_dump(exclude={"workers"}),
                                     "pipeline_version": PIPELINE_VERSION}),
         "samples_per_shard": mix.samples_per_shard, "sources": {}, "counts_by_kind": {},
-        "counts_by_source": {}, "skipped": {}, "action_stats": {}, "splits": {}, "image_sizes": {},
+        "counts_by_source": {}, "skipped": {}, "dropped": {}, "action_stats": {}, "splits": {}, "image_sizes": {},
     }
     for src in mix.sources:
         m = build_source(src, out / src.name, mix.samples_per_shard, workers, overwrite, progress,
                          backend)
         top["sources"][src.name] = {k: m[k] for k in (
             "type", "weight", "dir", "num_samples", "shards", "shard_sizes", "counts_by_kind",
-            "skipped", "splits", "build_hash")}
+            "skipped", "dropped", "splits", "build_hash")}
         top["counts_by_source"][src.name] = m["num_samples"]
         _add(top["counts_by_kind"], m["counts_by_kind"])
         _add(top["skipped"], m["skipped"])
+        _add(top["dropped"], m["dropped"])
         _add(top["image_sizes"], m["image_sizes"])
         top["splits"][src.name] = m["splits"]
         for dataset, stats in (m.get("context") or {}).get("action_stats", {}).items():

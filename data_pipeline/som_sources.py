@@ -9,12 +9,24 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from magma.schema import IMAGE_PLACEHOLDER, Sample, Turn
+import numpy as np
+
+from magma.codecs import render_ui_action
+from magma.episode import Episode, iter_episode_dirs
+from magma.marks import Mark
 from magma.prompts import verbal_prompt
+from magma.schema import IMAGE_PLACEHOLDER, Sample, Turn
+from data_pipeline.dom_marks import marks_from_dom_elements, reading_order
 from data_pipeline.image_io import read_image
+from data_pipeline.mark_rendering import mark_table, render_marks
+from data_pipeline.page_capture import CaptureError, shared_capturer
+from data_pipeline.region_proposals import propose_marks
+from data_pipeline.som_samples import (SOM_TASKS, seeded_rng, som_samples, ui_action_from_step,
+                                       ui_action_sample)
 from data_pipeline.sources import SkipItem, SourceConfig, SourceType, WorkItem, register_source
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -86,3 +98,215 @@ class VerbalSource(SourceType):
             user.content = verbal_prompt(user.content, n_images=len(images))
         return [Sample(id=item.item_id, images=images, conversation=turns,
                        source=f"verbal/{cfg.name}", meta={"split": rec.get("split", "train")})]
+
+
+# ---------------------------------------------------------------- shared SoM params
+
+def _som_options(cfg: SourceConfig) -> dict[str, Any]:
+    p = cfg.params
+    tasks = p.get("tasks", list(SOM_TASKS))
+    unknown = set(tasks) - set(SOM_TASKS)
+    if unknown:
+        raise KeyError(f"source {cfg.name!r}: unknown tasks {sorted(unknown)}; choose from {SOM_TASKS}")
+    return {"tasks": tasks, "per_task": int(p.get("per_task", 2)), "legend": bool(p.get("legend", False))}
+
+
+def _marked_samples(image: np.ndarray, marks: list[Mark], cfg: SourceConfig, item: WorkItem,
+                    kind: str, style: str = "box", **extra: Any) -> list[Sample]:
+    if not marks:
+        raise SkipItem("no marks", item.item_id)
+    marked = render_marks(image, marks, style=str(cfg.params.get("style", style)))  # type: ignore[arg-type]
+    meta = {"marks": mark_table(marks), "split": str(cfg.params.get("split", "train"))}
+    return som_samples(image, marked, marks, f"som/{kind}", seeded_rng(cfg.name, item.item_id),
+                       meta=meta, **_som_options(cfg), **extra)
+
+
+# ---------------------------------------------------------------- natural images / frames
+
+@register_source("images")
+class ImagesSource(SourceType):
+    """Images without annotations -> OpenCV region proposals (or SAM with params.sam_checkpoint)."""
+
+    def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
+        root = _require_path(cfg)
+        return [WorkItem(_item_stem(root, f), str(f)) for f in _files(root, IMAGE_SUFFIXES)]
+
+    def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
+        image = read_image(item.payload)
+        backend = "sam" if cfg.params.get("sam_checkpoint") else "opencv"
+        marks = propose_marks(image, max_marks=int(cfg.params.get("max_marks", 16)), backend=backend,
+                              sam_checkpoint=cfg.params.get("sam_checkpoint"))
+        return _marked_samples(image, marks, cfg, item, "images", style="box")
+
+
+# ---------------------------------------------------------------- live pages
+
+def _page_list(path: Path) -> list[tuple[str, str]]:
+    """(item id, url or file) for a folder of .html files or a .txt with one URL per line."""
+    if path.suffix == ".txt":
+        urls = [u.strip() for u in path.read_text().splitlines() if u.strip() and not u.startswith("#")]
+        return [(f"url{n:05d}", u) for n, u in enumerate(urls)]
+    return [(_item_stem(path, f), str(f)) for f in _files(path, (".html", ".htm"))]
+
+
+@register_source("html")
+class HtmlSource(SourceType):
+    """HTML files or URLs rendered in headless chromium -> DOM marks (params.viewport [w, h])."""
+
+    def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
+        return [WorkItem(i, u) for i, u in _page_list(_require_path(cfg))]
+
+    def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
+        viewport = tuple(cfg.params.get("viewport", (1280, 800)))
+        try:
+            image, marks = shared_capturer().capture(item.payload, viewport,  # type: ignore[arg-type]
+                                                     float(cfg.params.get("timeout_s", 15)))
+        except CaptureError as exc:
+            raise SkipItem(exc.reason, exc.detail) from None
+        return _marked_samples(image, marks, cfg, item, "html")
+
+
+# ---------------------------------------------------------------- screenshot + element boxes
+
+def _annotation_marks(rec: dict[str, Any], width: int, height: int, where: str
+                      ) -> tuple[list[Mark], int]:
+    """Validated marks in reading order + the number of zero/negative-size elements dropped."""
+    units = rec.get("box_units", "pixels")
+    fmt = rec.get("box_format", "xyxy")
+    if units not in ("pixels", "normalized") or fmt not in ("xyxy", "xywh"):
+        raise SkipItem("bad box format", f"{where}: box_units pixels|normalized, box_format xyxy|xywh")
+    boxes, dropped = [], 0
+    for n, el in enumerate(rec["elements"]):
+        if not isinstance(el, dict) or "box" not in el:
+            raise SkipItem("missing field", f"{where}: element {n} has no box")
+        try:
+            x0, y0, a, b = (float(v) for v in el["box"])
+        except (TypeError, ValueError):
+            raise SkipItem("missing field", f"{where}: element {n} box is not 4 numbers") from None
+        x1, y1 = (x0 + a, y0 + b) if fmt == "xywh" else (a, b)
+        if units == "normalized":
+            x0, x1, y0, y1 = x0 * width, x1 * width, y0 * height, y1 * height
+        if x1 <= x0 or y1 <= y0:
+            dropped += 1
+            continue
+        tol = 1.0
+        if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
+            raise SkipItem("box out of range", f"{where}: element {n} box {el['box']} outside "
+                           f"{width}x{height}")
+        boxes.append(((max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)),
+                      str(el.get("text", "")), str(el.get("role", "element"))))
+    order = reading_order([b for b, _, _ in boxes])
+    return [Mark(i, boxes[k][0], boxes[k][1], boxes[k][2]) for i, k in enumerate(order)], dropped
+
+
+@register_source("ui_annotations")
+class UIAnnotationsSource(SourceType):
+    """JSON files: {"image", "elements": [{"box", "text", "role"}], "box_units", "box_format",
+    "instruction"?, "target"?: element index, "action"?: {op, text}} (docs/data_formats.md)."""
+
+    def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
+        root = _require_path(cfg)
+        return [WorkItem(_item_stem(root, f), str(f)) for f in _files(root, (".json",))]
+
+    def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
+        path = Path(item.payload)
+        try:
+            rec = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SkipItem("bad json", f"{path}: {exc}") from None
+        if not isinstance(rec, dict) or "image" not in rec or not isinstance(rec.get("elements"), list):
+            raise SkipItem("missing field", f"{path}: needs 'image' and an 'elements' list")
+        image = read_image(path.parent / rec["image"])
+        h, w = image.shape[:2]
+        marks, dropped = _annotation_marks(rec, w, h, str(path))
+        samples = _marked_samples(image, marks, cfg, item, "ui_annotations")
+        target = rec.get("target")
+        if rec.get("instruction") and isinstance(target, int) and 0 <= target < len(rec["elements"]):
+            # the target's mark: match its (validated) box among the marks
+            samples.extend(self._action_sample(rec, marks, image, target, cfg, item, w, h))
+        if dropped and samples:
+            samples[0].meta["_dropped"] = {"element with zero or negative size": dropped}
+        return samples
+
+    @staticmethod
+    def _action_sample(rec: dict[str, Any], marks: list[Mark], image: np.ndarray, target: int,
+                       cfg: SourceConfig, item: WorkItem, w: int, h: int) -> list[Sample]:
+        one = dict(rec, elements=[rec["elements"][target]])
+        tmarks, _ = _annotation_marks(one, w, h, item.item_id)
+        if not tmarks:
+            return []
+        mark = next((m for m in marks if m.box == tmarks[0].box), None)
+        if mark is None:
+            return []
+        act = rec.get("action") or {"op": "click"}
+        action = ui_action_from_step({"op": act.get("op", "click"), "ref": 0, "text": act.get("text")},
+                                     {0: mark.id}, marks, w, h)
+        if action is None:
+            return []
+        marked = render_marks(image, marks)
+        return [ui_action_sample(marked, str(rec["instruction"]), marks, [], action,
+                                 "som/ui_annotations", {"split": str(cfg.params.get("split", "train"))})]
+
+
+# ---------------------------------------------------------------- recorded MiniWoB++ episodes
+
+@register_source("miniwob_episodes")
+class MiniWoBEpisodesSource(SourceType):
+    """Episodes in the magma.episode format (env miniwob): each step -> a UI action sample on
+    the marked screen (+ params.som_per_step grounding/referring/point/box samples)."""
+
+    def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
+        root = _require_path(cfg)
+        only_success = bool(cfg.params.get("only_success", True))
+        items = []
+        for d in iter_episode_dirs(root):
+            items.append(WorkItem(d.name, (str(d), only_success)))
+        return items
+
+    def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
+        folder, only_success = item.payload
+        try:
+            ep = Episode.load(folder)
+        except ValueError as exc:
+            raise SkipItem("unreadable episode", str(exc)) from None
+        if ep.meta.action_space != "ui":
+            raise SkipItem("not a UI episode", f"{folder}: action_space {ep.meta.action_space}")
+        if only_success and ep.meta.success is False:
+            raise SkipItem("failed episode", folder)
+        if not ep.steps:
+            raise SkipItem("no steps", folder)
+        som_per_step = int(cfg.params.get("som_per_step", 1))
+        rng = seeded_rng(cfg.name, item.item_id)
+        meta = {"split": ep.meta.split, "task": ep.meta.task, "env": ep.meta.env}
+        common = {"dataset": str(cfg.params.get("dataset", ep.meta.env)), "episode": ep.meta.episode_id}
+        samples, history, dropped = [], [], Counter()
+        for t, step in enumerate(ep.steps):
+            image = ep.images[t]
+            h, w = image.shape[:2]
+            marks, ref_to_mark = marks_from_dom_elements(step.get("dom_elements") or [], (w, h))
+            if not marks:
+                dropped["step without marks"] += 1
+                continue
+            marked = render_marks(image, marks)
+            try:
+                action = ui_action_from_step(step.get("action") or {}, ref_to_mark, marks, w, h)
+            except (ValueError, TypeError) as exc:
+                action = None
+                dropped[f"bad action ({type(exc).__name__})"] += 1
+            step_meta = dict(meta, marks=mark_table(marks))
+            if action is None:
+                dropped["action target not marked"] += 1
+            else:
+                samples.append(ui_action_sample(marked, ep.meta.instruction, marks, history, action,
+                                                "som/miniwob", step_meta, frame=t, **common))
+                history.append(render_ui_action(action))
+            if som_per_step > 0:
+                samples.extend(som_samples(image, marked, marks, "som/miniwob", rng,
+                                           per_task=som_per_step, meta=step_meta, frame=t,
+                                           tasks=tuple(cfg.params.get("tasks", ("grounding", "referring"))),
+                                           **common))
+        if not samples:
+            raise SkipItem("no usable steps", folder)
+        if dropped:
+            samples[0].meta["_dropped"] = dict(dropped)
+        return samples

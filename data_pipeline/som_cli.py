@@ -1,0 +1,81 @@
+"""`magma data som`: mark pages and images, writing for each input
+`<name>.png` (screenshot or image), `<name>.marked.png` and `<name>.marks.json`."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from magma.marks import Mark
+from data_pipeline.image_io import read_image
+from data_pipeline.mark_rendering import mark_table, render_marks
+from data_pipeline.page_capture import CaptureError, shared_capturer
+from data_pipeline.region_proposals import ProposalBackendError, propose_marks
+from data_pipeline.sources import SkipItem
+
+log = logging.getLogger("data_pipeline.som")
+PAGE_SUFFIXES = (".html", ".htm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def list_inputs(spec: str) -> list[tuple[str, str]]:
+    """(output name, input) for a URL, an HTML/image file, a .txt of URLs, or a folder."""
+    if re.match(r"^(https?|file)://", spec):
+        return [(re.sub(r"[^A-Za-z0-9_-]+", "_", spec.split("://", 1)[1]).strip("_")[:80] or "page", spec)]
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder (give an HTML file, an image, "
+                                "a folder of them, a URL or a .txt of URLs)")
+    if path.is_file() and path.suffix == ".txt":
+        urls = [u.strip() for u in path.read_text().splitlines() if u.strip() and not u.startswith("#")]
+        return [(n, u) for u in urls for n, _ in list_inputs(u)]
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.suffix.lower() in PAGE_SUFFIXES + IMAGE_SUFFIXES)
+    root = path.parent if path.is_file() else path
+    return [(str(f.relative_to(root).with_suffix("")).replace("/", "__"), str(f)) for f in files]
+
+
+def mark_one(source: str, viewport: tuple[int, int], max_marks: int,
+             sam_checkpoint: str | None) -> tuple[np.ndarray, list[Mark]]:
+    if source.startswith(("http://", "https://", "file://")) or Path(source).suffix.lower() in PAGE_SUFFIXES:
+        return shared_capturer().capture(source, viewport)
+    image = read_image(source)
+    return image, propose_marks(image, max_marks=max_marks,
+                                backend="sam" if sam_checkpoint else "opencv",
+                                sam_checkpoint=sam_checkpoint)
+
+
+def run_som(input_spec: str, out: Path, viewport: tuple[int, int] = (1280, 800), style: str = "box",
+            max_marks: int = 64, sam_checkpoint: str | None = None, progress: bool = True) -> int:
+    try:
+        inputs = list_inputs(input_spec)
+    except FileNotFoundError as exc:
+        print(f"magma data som: error: {exc}", file=sys.stderr)
+        return 2
+    if not inputs:
+        print(f"magma data som: error: {input_spec}: no .html or image files found", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    ok, skipped = 0, {}
+    for name, source in tqdm(inputs, desc="som", unit="input", disable=not progress):
+        try:
+            image, marks = mark_one(source, viewport, max_marks, sam_checkpoint)
+        except (CaptureError, SkipItem) as exc:
+            skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
+            log.warning("skipped %s (%s) %s", source, exc.reason, exc.detail)
+            continue
+        except ProposalBackendError as exc:
+            print(f"magma data som: error: {exc}", file=sys.stderr)
+            return 2
+        Image.fromarray(image).save(out / f"{name}.png")
+        Image.fromarray(render_marks(image, marks, style=style)).save(out / f"{name}.marked.png")  # type: ignore[arg-type]
+        (out / f"{name}.marks.json").write_text(json.dumps(mark_table(marks), indent=1))
+        ok += 1
+    print(f"{out}: marked {ok} of {len(inputs)} inputs; skipped {skipped or 'none'}")
+    return 0 if ok else 1
