@@ -87,10 +87,11 @@ def record_metaworld_episode(env: Any, task: str, seed: int, split: Split) -> tu
                    proprio=np.stack(proprio).astype(np.float32)), ""
 
 
-def make_env(env: str, task: str, image_size: int = 128) -> Any:
+def make_env(env: str, task: str, image_size: int = 128,
+             episode_seconds: float | None = None) -> Any:
     if env == "miniwob":
         from eval.envs.miniwob_env import MiniWoBEnv
-        return MiniWoBEnv(task)
+        return MiniWoBEnv(task, episode_seconds=episode_seconds)
     if env == "metaworld":
         from eval.envs.metaworld_env import MetaWorldEnv
         return MetaWorldEnv(task, image_size=image_size)

@@ -107,11 +107,15 @@ class MiniWoBEnv:
 
     env_name = "miniwob"
 
-    def __init__(self, task: str, data_mode: str = "train") -> None:
+    def __init__(self, task: str, data_mode: str = "train",
+                 episode_seconds: float | None = None) -> None:
+        """`episode_seconds` overrides MiniWoB's in-page time limit (10 s): a policy on CPU can
+        need seconds per step. Success uses the raw reward, which ignores elapsed time."""
         configure_chromium()
         from miniwob.environment import MiniWoBEnvironment
 
         self.task = task
+        self.episode_seconds = episode_seconds
         html = os.path.join(os.path.dirname(__import__("miniwob").__file__), "html", "miniwob",
                             f"{task}.html")
         if not os.path.exists(html):
@@ -124,12 +128,19 @@ class MiniWoBEnv:
     # ------------------------------------------------------------ gym-ish API
     def reset(self, seed: int) -> UIObservation:
         try:
+            self._set_time_limit()
             obs, _ = self._env.reset(seed=int(seed))
         except Exception as exc:  # a dead browser: start a fresh one and retry once
             logging.warning("miniwob %s: reset failed (%s); restarting chromium", self.task, exc)
             self.restart()
+            self._set_time_limit()
             obs, _ = self._env.reset(seed=int(seed))
         return self._observation(obs)
+
+    def _set_time_limit(self) -> None:
+        if self.episode_seconds:
+            ms = int(self.episode_seconds * 1000)
+            self._env.instance.driver.execute_script(f"core.EPISODE_MAX_TIME = {ms};")
 
     def step(self, action: dict[str, Any]) -> StepResult:
         try:
