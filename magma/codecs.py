@@ -9,7 +9,8 @@ Formats (the model is trained on exactly these strings):
   point     (123,456)
   box       [12,34,560,780]
   traces    Mark 3: (1,2) (3,4); Mark 5: (5,6) (7,8)
-  ui action click Mark 7 at (123,456) | type "hello" Mark 3 | scroll down | select "Red" Mark 2
+  ui action click Mark 7 at (123,456) | click "OK" Mark 7 | type "hello" Mark 3 | scroll down |
+            select "Red" Mark 2
   robot     <act_12><act_200>...  (see action_tokenizer.py)
 """
 from __future__ import annotations
@@ -171,7 +172,7 @@ class UIAction:
     op: UIOp
     mark: int | None = None
     point: Point | None = None
-    text: str | None = None  # typed text (type) or option label (select)
+    text: str | None = None  # typed text (type), option (select), target label (click/scroll)
     direction: str | None = None  # scroll only
 
     def validate(self) -> "UIAction":
@@ -183,8 +184,9 @@ class UIAction:
             _check_point(self.point)
         if self.op in ("type", "select") and self.text is None:
             raise ValueError(f"{self.op} needs text")
-        if self.op not in ("type", "select") and self.text is not None:
-            raise ValueError(f"{self.op} takes no text")
+        # On click/scroll, `text` is the label of the target element: the model names what it
+        # clicks before naming the mark, which lets a small model copy "label -> Mark N" from
+        # the marks legend (see prompts.marks_legend). Executors ignore it.
         if self.op == "scroll":
             if self.direction not in SCROLL_DIRECTIONS:
                 raise ValueError(f"scroll needs direction in {SCROLL_DIRECTIONS}")

@@ -16,13 +16,22 @@ def _images(n: int) -> str:
     return IMAGE_PLACEHOLDER * n
 
 
+def mark_label(m: Mark, max_text: int = 24) -> str:
+    """The text a mark is named by in legends and in click targets (whitespace collapsed)."""
+    return " ".join(m.text.split())[:max_text]
+
+
 def _mark_line(m: Mark, max_text: int) -> str:
-    text = " ".join(m.text.split())[:max_text]
-    return f"{m.id}: {m.role} {text}".rstrip()
+    return f'{m.role} "{mark_label(m, max_text)}" Mark {m.id}'
 
 
 def marks_legend(marks: Sequence[Mark], max_text: int = 24, max_marks: int = 32) -> str:
-    """One line per mark ("3: button Submit"), so a small model can match words to marks."""
+    """One line per mark: `button "Submit" Mark 3`.
+
+    The label comes before the id, in the same token order as a click target
+    (`click "Submit" Mark 3`), so the answer is a copy of the matching legend line: a small
+    model learns that (an induction-style copy) far sooner than a lookup in the other order.
+    """
     return "\n".join(_mark_line(m, max_text) for m in list(marks)[:max_marks])
 
 

@@ -37,11 +37,12 @@ def _ui_actions():
     text = st.text(max_size=30)
     opt_mark = st.none() | mark_id
     opt_point = st.none() | point
-    click = st.builds(UIAction, st.just("click"), mark_id, opt_point) | \
-        st.builds(UIAction, st.just("click"), opt_mark, point)
+    opt_text = st.none() | text
+    click = st.builds(UIAction, st.just("click"), mark_id, opt_point, opt_text) | \
+        st.builds(UIAction, st.just("click"), opt_mark, point, opt_text)
     typ = st.builds(UIAction, st.just("type"), opt_mark, opt_point, text)
     sel = st.builds(UIAction, st.just("select"), opt_mark, opt_point, text)
-    scroll = st.builds(UIAction, st.just("scroll"), opt_mark, opt_point, st.none(),
+    scroll = st.builds(UIAction, st.just("scroll"), opt_mark, opt_point, opt_text,
                        st.sampled_from(["up", "down", "left", "right"]))
     return click | typ | sel | scroll
 
@@ -55,6 +56,7 @@ def test_ui_action_round_trip(a):
 def test_ui_action_text_form():
     a = UIAction("click", mark=7, point=(123, 456))
     assert render_ui_action(a) == "click Mark 7 at (123,456)"
+    assert render_ui_action(UIAction("click", mark=7, text="OK")) == 'click "OK" Mark 7'
     assert render_ui_action(UIAction("type", mark=3, text='say "hi"')) == 'type "say \\"hi\\"" Mark 3'
 
 
