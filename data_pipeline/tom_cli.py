@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.tracking import TrackerUnavailable
+from data_pipeline.tracking import TrackerUnavailable, ensure_backend
 
 
 def _error(msg: str, code: int = 2) -> int:
@@ -49,6 +49,10 @@ def main_track(argv: list[str]) -> int:
         return _error(f"--input {args.input} does not exist; give a video file or folder")
     if args.grid < 2:
         return _error(f"--grid must be >= 2, got {args.grid}")
+    try:
+        ensure_backend(args.backend, args.cotracker_checkpoint)
+    except TrackerUnavailable as exc:
+        return _error(str(exc), 3)
     videos = list_videos(args.input)
     if not videos:
         return _error(f"no videos under {args.input} (looked for .mp4/.avi/.mov/.mkv/.webm)")
@@ -136,6 +140,10 @@ def main_tom(argv: list[str]) -> int:
 
     if not args.input.exists():
         return _error(f"--input {args.input} does not exist")
+    try:
+        ensure_backend(args.backend, args.cotracker_checkpoint)
+    except TrackerUnavailable as exc:
+        return _error(str(exc), 3)
     kind = detect_input_type(args.input) if args.type == "auto" else args.type
     if kind is None:
         return _error(f"cannot tell what {args.input} holds (no videos, episode folders, "

@@ -129,11 +129,21 @@ def _cotracker_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
     return Path(path)
 
 
+def _set_resolution(predictor: object, resolution: tuple[int, int] | None) -> None:
+    if resolution is not None:
+        predictor.interp_shape = tuple(resolution)  # type: ignore[attr-defined]
+        predictor.model.model_resolution = tuple(resolution)  # type: ignore[attr-defined]
+
+
 def track_cotracker(frames: np.ndarray, queries: np.ndarray,
                     checkpoint: str | os.PathLike | None = None, online: bool = False,
-                    device: str = "cpu", window_len: int | None = None
+                    device: str = "cpu", window_len: int | None = None,
+                    model_resolution: tuple[int, int] | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """CoTracker3 (offline: whole clip at once; online: sliding windows) on a local checkpoint."""
+    """CoTracker3 (offline: whole clip at once; online: sliding windows) on a local checkpoint.
+
+    `model_resolution` (H, W) overrides the resolution frames are resized to (the checkpoints'
+    default is 384x512); smaller is faster and less accurate."""
     frames, queries = _check_inputs(frames, queries)
     try:
         import torch
@@ -148,9 +158,11 @@ def track_cotracker(frames: np.ndarray, queries: np.ndarray,
     if not online:
         model = CoTrackerPredictor(checkpoint=ckpt, offline=True,
                                    window_len=window_len or 60).to(device)
+        _set_resolution(model, model_resolution)
         tracks, vis = model(video, queries=q)
     else:
         model = CoTrackerOnlinePredictor(checkpoint=ckpt, window_len=window_len or 16).to(device)
+        _set_resolution(model, model_resolution)
         step = model.step
         # The online model consumes windows of 2*step frames every step: pad with the last frame.
         need = max(2 * step, int(np.ceil(t_len / step)) * step + step)
@@ -163,6 +175,20 @@ def track_cotracker(frames: np.ndarray, queries: np.ndarray,
     tracks_np = tracks[0, :t_len].detach().cpu().numpy().astype(np.float32)
     vis_np = vis[0, :t_len].detach().cpu().numpy().astype(bool)
     return tracks_np, vis_np
+
+
+def ensure_backend(backend: Backend, checkpoint: str | os.PathLike | None = None) -> None:
+    """Raises TrackerUnavailable (with how to fix it) before any work starts."""
+    if backend == "lk":
+        return
+    if backend != "cotracker":
+        raise ValueError(f"unknown tracking backend {backend!r}; choose 'lk' or 'cotracker'")
+    try:
+        import cotracker.predictor  # noqa: F401
+    except ImportError as exc:
+        raise TrackerUnavailable(f"cotracker backend: cannot import the `cotracker` module "
+                                 f"({exc}); {COTRACKER_INSTALL_HINT}") from exc
+    _cotracker_checkpoint(checkpoint)
 
 
 def track(frames: np.ndarray, queries: np.ndarray, backend: Backend = "lk",
