@@ -1,0 +1,69 @@
+"""Eval suite configs (configs/eval/<suite>.yaml), validated with pydantic."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class PolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    checkpoint: str | None = None  # in-process serve.policy.Policy
+    server: str | None = None  # or the HTTP policy server (wins when both are given)
+    engine: Literal["hf", "vllm"] = "hf"
+    token: str | None = None
+    timeout_s: float = Field(default=300.0, gt=0)
+
+
+class SuiteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[str] = Field(min_length=1)
+    episodes: int = Field(ge=1)
+    baseline_episodes: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    image_size: int = Field(default=128, ge=16, le=224)
+    chunk: int | None = Field(default=None, ge=1)
+    episode_seconds: float | None = Field(default=120.0, gt=0)
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    split: Literal["train", "heldout"] = "heldout"
+    seed_offset: int = Field(default=0, ge=0)
+    agents: list[Literal["policy", "random", "expert"]] = ["policy", "random", "expert"]
+    policy: PolicyConfig = PolicyConfig()
+    miniwob: SuiteConfig | None = None
+    metaworld: SuiteConfig | None = None
+    filmstrips: int = Field(default=1, ge=0)
+    training_metrics: str | None = None
+    out: str = "runs/eval"
+
+    @model_validator(mode="after")
+    def _needs_an_env(self) -> "EvalConfig":
+        if self.miniwob is None and self.metaworld is None:
+            raise ValueError("give at least one of 'miniwob' or 'metaworld'")
+        return self
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_eval_config(path: str | Path) -> EvalConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"eval config {path} not found; see configs/eval/*.yaml") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"eval config {path} is not valid YAML: {exc}") from None
+    try:
+        return EvalConfig.model_validate(data or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"eval config {path}: {where}: {first['msg']} "
+                          f"({len(exc.errors())} error(s))") from None
