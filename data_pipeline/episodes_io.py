@@ -16,6 +16,7 @@ with a short `reason` (length_mismatch, nonfinite_actions, empty_episode, ...).
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -46,6 +47,13 @@ class RobotEpisode:
     dataset: str = ""
     fps: float = 10.0
     split: str = "train"
+    # Frame count known without decoding images (read with load_images=False); lets the
+    # statistics pass reject length mismatches exactly as sample building does.
+    num_frames: int | None = None
+
+    @property
+    def frame_count(self) -> int | None:
+        return len(self.images) if self.images is not None else self.num_frames
 
 
 def check_episode(ep: RobotEpisode, need_images: bool = True) -> RobotEpisode:
@@ -60,9 +68,9 @@ def check_episode(ep: RobotEpisode, need_images: bool = True) -> RobotEpisode:
         if ep.images is None or ep.images.ndim != 4 or ep.images.shape[-1] != 3:
             raise EpisodeError("bad_images", f"{ep.episode_id}: images "
                                f"{None if ep.images is None else ep.images.shape}")
-        if ep.images.shape[0] != t:
-            raise EpisodeError("length_mismatch", f"{ep.episode_id}: {ep.images.shape[0]} frames "
-                               f"vs {t} actions")
+    if ep.frame_count is not None and ep.frame_count != t:
+        raise EpisodeError("length_mismatch", f"{ep.episode_id}: {ep.frame_count} frames "
+                           f"vs {t} actions")
     if ep.proprio is not None and (ep.proprio.ndim != 2 or ep.proprio.shape[0] != t):
         raise EpisodeError("length_mismatch", f"{ep.episode_id}: proprio {ep.proprio.shape} vs "
                            f"{t} actions")
@@ -79,6 +87,15 @@ def action_stats(episodes_actions: Iterable[np.ndarray]) -> ActionStats:
 
 # ---------------------------------------------------------------- recorder format
 
+def _npz_array_shape(path: Path, name: str) -> tuple[int, ...]:
+    """Shape of one array in an .npz without decompressing it."""
+    with zipfile.ZipFile(path) as zf, zf.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        return tuple(read(f)[0])
+
+
 def list_recorder_episodes(root: str | Path) -> list[Path]:
     return list(iter_episode_dirs(root))
 
@@ -94,13 +111,14 @@ def read_recorder_episode(folder: str | Path, load_images: bool = True,
             actions = z["actions"] if "actions" in z.files else None
             proprio = z["proprio"] if "proprio" in z.files else None
             images = z["images"] if load_images else None
+        num_frames = None if load_images else _npz_array_shape(folder / EPISODE_FRAMES, "images")[0]
     except Exception as exc:  # corrupt JSON/npz, missing files
         raise EpisodeError("unreadable_episode", f"{folder}: {type(exc).__name__}: {exc}") from exc
     if actions is None:
         raise EpisodeError("no_actions", f"{folder}: not a robot episode (no actions)")
     return RobotEpisode(episode_id=meta.episode_id, instruction=meta.instruction, actions=actions,
                         images=images, proprio=proprio, dataset=dataset or meta.env, fps=meta.fps,
-                        split=meta.split)
+                        split=meta.split, num_frames=num_frames)
 
 
 # ---------------------------------------------------------------- LeRobotDataset v3.0
@@ -193,7 +211,7 @@ def read_lerobot_episode(root: str | Path, episode_index: int, camera: str | Non
             raise EpisodeError("unreadable_video", str(exc)) from exc
     return RobotEpisode(episode_id=f"episode_{episode_index:06d}", instruction=instruction,
                         actions=actions, images=images, proprio=proprio,
-                        dataset=dataset or root.name, fps=fps)
+                        dataset=dataset or root.name, fps=fps, num_frames=int(row["length"]))
 
 
 def write_lerobot_v3(root: str | Path, episodes: Sequence[RobotEpisode], fps: float = 10.0,
@@ -315,21 +333,24 @@ def read_hdf5_episode(path: str | Path, demo: str, camera: str | None = None,
             pro = [np.asarray(obs[k], dtype=np.float64).reshape(len(obs[k]), -1)
                    for k in PROPRIO_KEYS if k in obs]
             proprio = np.concatenate(pro, 1) if pro and len({len(p) for p in pro}) == 1 else None
-            images = None
+            images, num_frames = None, None
+            key = camera or next((k for k in ("agentview_image", "agentview_rgb") if k in cams),
+                                 cams[0] if cams else None)
+            if key is None or key not in cams:
+                raise EpisodeError("no_camera", f"{path}:{demo}: camera {camera!r} not among "
+                                   f"image observations {cams}")
             if load_images:
-                key = camera or next((k for k in ("agentview_image", "agentview_rgb") if k in cams),
-                                     cams[0] if cams else None)
-                if key is None or key not in cams:
-                    raise EpisodeError("no_camera", f"{path}:{demo}: camera {camera!r} not among "
-                                       f"image observations {cams}")
                 images = np.asarray(obs[key], dtype=np.uint8)
+            else:
+                num_frames = int(obs[key].shape[0])
             instruction = _hdf5_instruction(f, path)
     except EpisodeError:
         raise
     except Exception as exc:
         raise EpisodeError("unreadable_episode", f"{path}:{demo}: {type(exc).__name__}: {exc}") from exc
     return RobotEpisode(episode_id=f"{path.stem}-{demo}", instruction=instruction, actions=actions,
-                        images=images, proprio=proprio, dataset=dataset or path.stem, fps=fps)
+                        images=images, proprio=proprio, dataset=dataset or path.stem, fps=fps,
+                        num_frames=num_frames)
 
 
 def write_hdf5_episodes(path: str | Path, episodes: Sequence[RobotEpisode],

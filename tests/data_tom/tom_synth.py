@@ -70,12 +70,13 @@ def synthetic_clip(seed: int = 0, frames: int = 16, size: int = 256, pan: tuple[
     background = _texture(rng, WORLD, WORLD, sigma=2.0)
     velocities = velocities if velocities is not None else [(3, 1), (-2, 2)]
     origin = (WORLD - size) // 2
+    side = max(16, 56 * size // 256)
     boxes = []
     for i in range(len(velocities)):
-        x0 = origin + 40 + 110 * i
-        y0 = origin + 50 + 70 * i
-        boxes.append((x0, y0, x0 + 56, y0 + 56))
-    sprites = [_texture(rng, 56, 56, sigma=1.2) for _ in boxes]
+        x0 = origin + (40 + 110 * i) * size // 256
+        y0 = origin + (50 + 70 * i) * size // 256
+        boxes.append((x0, y0, x0 + side, y0 + side))
+    sprites = [_texture(rng, side, side, sigma=1.2) for _ in boxes]
     out, cams = [], []
     c = size / 2.0
     for t in range(frames):
