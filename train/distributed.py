@@ -70,7 +70,12 @@ def init_distributed(device_choice: str = "auto", backend: str = "auto", need_gr
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (a no-op on one process); gloo needs CPU tensors, NCCL device tensors."""
     if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        if dist.get_backend() == "nccl":
+            on_device = values.cuda()
+            dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+            values.copy_(on_device.cpu())
+        else:
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
 
 

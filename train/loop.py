@@ -120,6 +120,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 per_token = causal_lm_loss(logits, mb["labels"].to(logits.device), reduction="none")
                 engine.backward(per_token.sum() / n_target)
                 kinds.add(per_token, mb["target_kind"])
+            lr = engine.lr  # the rate this step used (the scheduler moves on in optimizer_step)
             grad_norm = engine.optimizer_step()
             step += 1
             for m in micro:
@@ -130,7 +131,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 raise nonfinite_loss(run_dir, step, losses, micro, info.rank)
 
             dt = time.perf_counter() - t0
-            last = {"step": step, **losses, "lr": engine.lr, "grad_norm": grad_norm,
+            last = {"step": step, **losses, "lr": lr, "grad_norm": grad_norm,
                     "tokens_per_s": counts[1].item() / dt, "samples_per_s": b * A * W / dt,
                     "padding_frac": counts[2].item() / max(counts[1].item() + counts[2].item(), 1.0),
                     "data_wait_frac": t_data / dt, "step_time_s": dt,
@@ -139,7 +140,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 logger.log(last)
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}",
-                            smp_s=f"{last['samples_per_s']:.1f}", lr=f"{engine.lr:.2e}", refresh=False)
+                            smp_s=f"{last['samples_per_s']:.1f}", lr=f"{lr:.2e}", refresh=False)
 
             stop = all_reduce_sum(torch.tensor([float(preempt.requested)])).item() > 0
             if stop or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.max_steps):

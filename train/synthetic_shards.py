@@ -1,16 +1,19 @@
-"""Tiny shards in the `magma data build` layout (the format is the contract, not its code)."""
+"""Synthetic shards in the `magma data build` layout, for smoke tests and benchmarks.
+
+Coloured squares on a grey canvas with a verbal (colour), spatial (point) or action (action
+tokens) target; the format written here is the shard contract, not the data pipeline's code."""
 from __future__ import annotations
 
 import io
 import json
 import tarfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from magma.action_tokenizer import ActionStats
 from magma.schema import Sample, Turn, sample_to_tar_members
-from dataclasses import asdict
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220)}
 

@@ -11,7 +11,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-from shardgen import DEFAULT_SOURCES, write_shards  # noqa: E402
+from train.synthetic_shards import DEFAULT_SOURCES, write_shards  # noqa: E402
 
 MICRO_TRAIN = HERE / "micro_train.yaml"
 

@@ -12,7 +12,7 @@ from train.config import TrainConfigError, load_train_config
 from train.data import DataError, MixedShardStream, StreamSpec, make_loader, read_manifest
 
 from conftest import HERE, MICRO_TRAIN
-from shardgen import write_shards
+from train.synthetic_shards import write_shards
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,101 @@
+"""Training throughput on CPU: 1 process vs 2 ranks ZeRO-2, padding with/without packing, and the
+fraction of step time spent waiting for data. Ratios are against baselines measured in this run.
+
+    .venv/bin/python bench/train.py                        # tiny model (configs/model/tiny.yaml)
+    .venv/bin/python bench/train.py --model-config tests/train/micro_model.yaml --steps 10
+
+Synthetic shards (train.synthetic_shards) unless --shards DIR points at real ones.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def run_training(run_dir: Path, args: argparse.Namespace, shards: Path, ranks: int, micro: int) -> list[dict]:
+    overrides = [f"run_dir={run_dir}", f"data.shards={shards}", f"max_steps={args.steps}",
+                 f"micro_batch_size={micro}", "grad_accum=1", "checkpoint.every=0", "log.tensorboard=false",
+                 "log.progress=false", f"data.num_workers={args.workers}", f"model.config={args.model_config}",
+                 "dist.zero_stage=2", "checkpoint.resume=never"]
+    cmd = ["-m", "train", "--config", "configs/train/tiny.yaml"] + [a for o in overrides for a in ("--set", o)]
+    if ranks > 1:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port", str(port)] + cmd
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, args.threads // ranks)), PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable] + cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"bench: training with {ranks} rank(s) failed:\n{proc.stderr[-3000:]}")
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return rows[args.warmup:]  # the first steps pay for allocation and worker start-up
+
+
+def padding_fraction(shards: Path, model_config: str, packing: bool, batches: int, micro: int) -> float:
+    from magma.build import build_model
+    from train.data import MixedShardStream, StreamSpec
+
+    processor = build_model(model_config)[1]
+    ds = MixedShardStream(StreamSpec(str(shards), None, 0, 0, 1, micro, 0, packing=packing, pack_length=512), processor)
+    pad = tok = 0
+    for m in range(batches):
+        b = ds.micro_batch(m)
+        pad, tok = pad + int(b["n_pad"]), tok + int(b["n_tokens"])
+    return pad / (pad + tok)
+
+
+def summary(rows: list[dict]) -> dict[str, float]:
+    med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
+    return {"samples_per_s": med("samples_per_s"), "tokens_per_s": med("tokens_per_s"),
+            "data_wait_frac": sum(r["data_wait_frac"] * r["step_time_s"] for r in rows)
+            / sum(r["step_time_s"] for r in rows)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-config", default="configs/model/tiny.yaml")
+    p.add_argument("--shards", help="shard folder (default: synthetic shards in a temp folder)")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--micro-batch", type=int, default=8, help="global batch; 2 ranks get half each")
+    p.add_argument("--workers", type=int, default=1, help="DataLoader workers per rank")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads in total (split across ranks)")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        tmp = Path(tmp)
+        shards = Path(args.shards) if args.shards else None
+        if shards is None:
+            from train.synthetic_shards import write_shards
+            shards = write_shards(tmp / "shards", {k: (k, 96, 1.0) for k in ("verbal", "spatial", "action")},
+                                  per_shard=32)
+        print(f"model {args.model_config}, {args.steps} steps ({args.warmup} warm-up dropped), "
+              f"global batch {args.micro_batch}, {args.threads} threads, {args.workers} loader worker(s)/rank")
+        one = summary(run_training(tmp / "one", args, shards, 1, args.micro_batch))
+        two = summary(run_training(tmp / "two", args, shards, 2, args.micro_batch // 2))
+        print(f"{'':28s}{'samples/s':>12s}{'tokens/s':>12s}{'data wait':>11s}")
+        for name, s in (("1 process (torch)", one), ("2 ranks ZeRO-2 (gloo)", two)):
+            print(f"{name:28s}{s['samples_per_s']:12.2f}{s['tokens_per_s']:12.1f}{s['data_wait_frac']:10.1%}")
+        print(f"2 ranks / 1 process: samples/s x{two['samples_per_s'] / one['samples_per_s']:.2f}, "
+              f"tokens/s x{two['tokens_per_s'] / one['tokens_per_s']:.2f}")
+        plain = padding_fraction(shards, args.model_config, False, 8, args.micro_batch)
+        packed = padding_fraction(shards, args.model_config, True, 8, args.micro_batch)
+        print(f"padding waste: {plain:.1%} padded -> {packed:.1%} with packing "
+              f"(x{packed / plain:.2f} of the padded baseline)" if plain else "padding waste: none")
+        worst = max(one["data_wait_frac"], two["data_wait_frac"])
+        print(f"dataloader stall fraction: {worst:.1%} (target < 5%: {'ok' if worst < 0.05 else 'MISSED'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
