@@ -130,7 +130,26 @@ def _kmeans_representatives(features: np.ndarray, idx: np.ndarray, k: int, seed:
     return reps
 
 
-def _check_clip(frames: np.ndarray, params: TomParams, n_needed: int) -> None:
+@dataclass
+class MotionAnalysis:
+    tracks_compensated: np.ndarray  # [T, N, 2]
+    homographies: np.ndarray  # [T, 3, 3] frame t -> frame 0
+    camera_moving: bool
+    motion: np.ndarray  # [N] mean compensated displacement (px)
+    foreground: np.ndarray  # [N] bool
+
+
+def analyse_motion(tracks: np.ndarray, visible: np.ndarray, params: TomParams = TomParams()
+                   ) -> MotionAnalysis:
+    """Camera compensation plus the foreground/background split by mean motion."""
+    comp, homs, camera_moving = compensate_camera(tracks, visible, params)
+    motion = _displacement(comp, visible)
+    return MotionAnalysis(comp.astype(np.float32), homs, camera_moving, motion,
+                          motion > params.moving_px)
+
+
+def check_clip(frames: np.ndarray, params: TomParams, n_needed: int) -> None:
+    """Raises TomSkip for clips that cannot give a target: wrong shape, too short, black."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise TomSkip("bad_frames", f"frames must be [T, H, W, 3], got {frames.shape}")
     if len(frames) < n_needed:
@@ -145,15 +164,15 @@ def trace_of_mark(frames: np.ndarray, params: TomParams = TomParams(), backend: 
     """Frames [T, H, W, 3] -> marks on frame 0 and their tracks. Raises TomSkip on clips that give
     no trustworthy target (too short, black, static, nothing tracked)."""
     frames = np.asarray(frames)
-    _check_clip(frames, params, params.n_future + 1)
+    check_clip(frames, params, params.n_future + 1)
     h, w = frames.shape[1:3]
     if tracks is None:
         tracks_px, visible = track(frames, grid_queries(h, w, params.grid), backend,
                                    **track_options)
     else:
         tracks_px, visible = tracks
-    comp, homs, camera_moving = compensate_camera(tracks_px, visible, params)
-    motion = _displacement(comp, visible)
+    analysis = analyse_motion(tracks_px, visible, params)
+    comp, motion, foreground = analysis.tracks_compensated, analysis.motion, analysis.foreground
     raw_motion = _displacement(tracks_px, visible)
     if raw_motion.max(initial=0.0) < params.static_px:
         raise TomSkip("static_clip", "no tracked point moves")
@@ -161,7 +180,6 @@ def trace_of_mark(frames: np.ndarray, params: TomParams = TomParams(), backend: 
     reliable = visible[:params.n_future + 1].all(0)
     if not reliable.any():
         raise TomSkip("no_tracks", "no point stays visible over the target frames")
-    foreground = motion > params.moving_px
     # K-means on whole compensated trajectories groups points that sit and move together.
     features = comp.transpose(1, 0, 2).reshape(len(motion), -1)
     fg_idx = np.flatnonzero(foreground & reliable)
@@ -182,8 +200,9 @@ def trace_of_mark(frames: np.ndarray, params: TomParams = TomParams(), backend: 
         mark_tracks[mid] = int(ti)
         if role == "foreground":
             fg_marks.append(mid)
-    return TomResult(tracks_px.astype(np.float32), visible, comp.astype(np.float32), foreground,
-                     camera_moving, homs, marks, mark_tracks, fg_marks, w, h)
+    return TomResult(tracks_px.astype(np.float32), visible, comp, foreground,
+                     analysis.camera_moving, analysis.homographies, marks, mark_tracks, fg_marks,
+                     w, h)
 
 
 # ---------------------------------------------------------------- drawing

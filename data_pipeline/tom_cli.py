@@ -42,7 +42,9 @@ def main_track(argv: list[str]) -> int:
     args = _track_parser().parse_args(argv)
     from tqdm.auto import tqdm
 
-    from data_pipeline.tom import TomParams, TomSkip, tom_overlay, trace_of_mark
+    from data_pipeline.tom import (TomParams, TomSkip, analyse_motion, check_clip, tom_overlay,
+                                   trace_of_mark)
+    from data_pipeline.tracking import grid_queries, track
     from data_pipeline.video import VideoError, list_videos, read_video
 
     if not args.input.exists():
@@ -63,7 +65,10 @@ def main_track(argv: list[str]) -> int:
     for video in tqdm(videos, desc="track", unit="video", disable=args.quiet):
         try:
             frames, fps = read_video(video, target_fps=args.fps, max_frames=args.max_frames)
-            result = trace_of_mark(frames, params, args.backend, **options)
+            check_clip(frames, params, 2)
+            h, w = frames.shape[1:3]
+            tracks, visible = track(frames, grid_queries(h, w, args.grid), args.backend, **options)
+            motion = analyse_motion(tracks, visible, params)
         except TrackerUnavailable as exc:
             return _error(str(exc), 3)
         except (VideoError, TomSkip) as exc:
@@ -71,12 +76,16 @@ def main_track(argv: list[str]) -> int:
             failures += 1
             continue
         out = args.out / f"{video.stem}.tracks.npz"
-        np.savez_compressed(out, tracks=result.tracks, visible=result.visible,
-                            tracks_compensated=result.tracks_compensated,
-                            foreground=result.foreground, homographies=result.homographies,
+        np.savez_compressed(out, tracks=tracks, visible=visible,
+                            tracks_compensated=motion.tracks_compensated,
+                            foreground=motion.foreground, homographies=motion.homographies,
                             fps=np.float32(fps))
         if args.overlay:
             import cv2
+            try:
+                result = trace_of_mark(frames, params, tracks=(tracks, visible))
+            except TomSkip:
+                continue  # a static clip has tracks but no marks worth drawing
             cv2.imwrite(str(args.out / f"{video.stem}.overlay.png"),
                         cv2.cvtColor(tom_overlay(frames, result), cv2.COLOR_RGB2BGR))
     if failures == len(videos):
