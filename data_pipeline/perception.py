@@ -22,3 +22,13 @@ __all__ = [
 ]
 
 # Trace-of-Mark (ToM helper) re-exports go below this line.
+#   track_points(frames, queries, backend="lk"|"cotracker") -> (tracks [T,N,2], visible [T,N])
+#   trace_of_mark(frames, params=TomParams(), backend="lk") -> TomResult (marks, traces, ...)
+#   render_traces(image, tracks, marks, mark_tracks=None) -> image with marks + trace polylines
+from data_pipeline.tom import TomParams, TomResult, TomSkip, draw_point_marks, trace_of_mark  # noqa: E402
+from data_pipeline.tom import render_trace_overlay as render_traces  # noqa: E402
+from data_pipeline.tracking import TrackerUnavailable, grid_queries  # noqa: E402
+from data_pipeline.tracking import track as track_points  # noqa: E402
+
+__all__ += ["track_points", "grid_queries", "trace_of_mark", "render_traces", "draw_point_marks",
+            "TomParams", "TomResult", "TomSkip", "TrackerUnavailable"]
