@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from magma.codecs import is_error, parse_mark, parse_point
+from data_pipeline.shards import build_source, iter_shard
+from data_pipeline.sources import SourceConfig, get_source_type, registered_source_types
+
+PAGES = Path(__file__).parent / "pages"
+
+
+def samples_of(out: Path, manifest: dict) -> list:
+    return [s for n in manifest["shards"] for s in iter_shard(out / n)]
+
+
+def test_registry_lists_som_types_and_rejects_unknown():
+    assert {"verbal", "images", "html", "ui_annotations", "miniwob_episodes"} <= set(registered_source_types())
+    with pytest.raises(KeyError, match="unknown source type"):
+        get_source_type("nope")
+    with pytest.raises(ValueError):
+        SourceConfig(name="x", type="verbal", bogus=1)
+
+
+def test_verbal_conversations_pass_through_unchanged(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    conv = [{"role": "user", "content": "<image>What colour?"},
+            {"role": "assistant", "content": "Black."}]
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"image": "a.png", "conversation": conv}) + "\n")
+    src = SourceConfig(name="qa", type="verbal", params={"path": str(tmp_path / "qa.jsonl")})
+    m = build_source(src, tmp_path / "out", 4, workers=0, progress=False)
+    (s,) = samples_of(tmp_path / "out", m)
+    assert [(t.role, t.content, t.kind) for t in s.conversation] == [
+        ("user", "<image>What colour?", None), ("assistant", "Black.", "verbal")]
+
+
+@pytest.mark.browser
+def test_html_source_marks_pages_and_counts_failed_ones(tmp_path):
+    urls = tmp_path / "pages.txt"
+    urls.write_text(f"{(PAGES / 'form.html').as_uri()}\n{(tmp_path / 'gone.html').as_uri()}\n")
+    src = SourceConfig(name="web", type="html", params={"path": str(urls), "viewport": [640, 480],
+                                                       "per_task": 1})
+    m = build_source(src, tmp_path / "out", 16, workers=1, progress=False)
+    assert m["skipped"] == {"page failed to load": 1}
+    samples = samples_of(tmp_path / "out", m)
+    from collections import Counter
+    kinds = Counter(s.conversation[0].content[len("<image>"):].split(" ")[0] for s in samples)
+    # one of each per page (per_task=1), plus point/box on one unlabelled mark (password field)
+    assert kinds == {"Which": 1, "What": 1, "Point": 2, "Box": 2}, kinds
+    for s in samples:
+        assert s.images[0].shape == (480, 640, 3)
+        text = s.conversation[-1].content
+        if "Which mark" in s.conversation[0].content:
+            mark = parse_mark(text)
+            assert not is_error(mark) and s.meta["marks"][mark]["id"] == mark
+        if "Point to" in s.conversation[0].content:
+            assert not is_error(parse_point(text))
