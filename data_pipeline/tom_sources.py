@@ -30,6 +30,7 @@ from data_pipeline.episodes_io import (HDF5_SUFFIXES, EpisodeError, RobotEpisode
                                        read_lerobot_episode, read_recorder_episode)
 from data_pipeline.sources import SkipItem, SourceConfig, SourceType, WorkItem, register_source
 from data_pipeline.tom import TomParams, TomSkip, draw_point_marks, trace_of_mark
+from data_pipeline.tracking import TrackerUnavailable, ensure_backend
 from data_pipeline.video import VideoError, list_videos, read_video
 
 ACTION_VOCAB = 1 << 20  # the rendered text does not depend on the vocabulary size
@@ -63,6 +64,7 @@ class VideoParams(TomOptions):
     captions: str | None = None  # JSON {video file stem: caption}; else <stem>.txt beside it
     fps: float | None = Field(default=None, gt=0)  # resample to this rate before windows
     stride: int = Field(default=1, ge=1)
+    max_frames: int | None = Field(default=None, ge=1)  # bound memory on long videos
 
 
 class RobotParams(TomOptions):
@@ -80,6 +82,15 @@ def _params(model: type[BaseModel], cfg: SourceConfig) -> Any:
         return model.model_validate(cfg.params)
     except ValidationError as exc:
         raise ValueError(f"source {cfg.name!r} ({cfg.type}): bad params: {exc}") from None
+
+
+def _require_backend(opts: TomOptions, cfg: SourceConfig) -> None:
+    """Checked once in the parent: a missing tracker skips the source with its install hint
+    instead of failing every item in the workers."""
+    try:
+        ensure_backend(opts.backend, opts.cotracker_checkpoint)
+    except TrackerUnavailable as exc:
+        raise SkipItem("tracker_unavailable", f"source {cfg.name!r}: {exc}") from None
 
 
 def _existing(path: str, cfg: SourceConfig) -> Path:
@@ -140,6 +151,7 @@ class VideoSource(SourceType):
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
         p = _params(VideoParams, cfg)
         root = _existing(p.path, cfg)
+        _require_backend(p, cfg)
         captions = json.loads(Path(p.captions).read_text()) if p.captions else {}
         items = []
         for v in list_videos(root):
@@ -151,7 +163,8 @@ class VideoSource(SourceType):
     def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
         p = _params(VideoParams, cfg)
         try:
-            frames, _ = read_video(item.payload["path"], target_fps=p.fps, stride=p.stride)
+            frames, _ = read_video(item.payload["path"], target_fps=p.fps, stride=p.stride,
+                                   max_frames=p.max_frames)
         except VideoError as exc:
             raise SkipItem("unreadable_video", str(exc)) from None
         samples, skipped = tom_samples(frames, item.payload["caption"], p, "tom/video",
@@ -225,6 +238,8 @@ class RecorderEpisodesSource(_RobotSource):
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
         p = _params(RobotParams, cfg)
         root = _existing(p.path, cfg)
+        if p.tom:
+            _require_backend(p, cfg)
         return [WorkItem(d.name, str(d)) for d in list_recorder_episodes(root)]
 
     def read(self, item: WorkItem, p: RobotParams, load_images: bool) -> RobotEpisode:
@@ -236,6 +251,8 @@ class LeRobotSource(_RobotSource):
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
         p = _params(RobotParams, cfg)
         root = _existing(p.path, cfg)
+        if p.tom:
+            _require_backend(p, cfg)
         try:
             return [WorkItem(f"episode_{i:06d}", (str(root), i))
                     for i in list_lerobot_episodes(root)]
@@ -252,6 +269,8 @@ class Hdf5Source(_RobotSource):
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
         p = _params(RobotParams, cfg)
         root = _existing(p.path, cfg)
+        if p.tom:
+            _require_backend(p, cfg)
         files = [root] if root.is_file() else sorted(
             f for f in root.rglob("*") if f.suffix.lower() in HDF5_SUFFIXES)
         items = []

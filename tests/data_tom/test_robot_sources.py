@@ -155,3 +155,40 @@ def test_hdf5_length_mismatch_is_counted(tmp_path: Path) -> None:
     manifest = _build(tmp_path, "hdf5", path, tom=False)
     assert manifest["skipped"] == {"length_mismatch": 1}
     assert manifest["counts_by_kind"] == {"action": T - CHUNK + 1}
+
+
+def test_tom_sources_in_a_yaml_mix(tmp_path: Path) -> None:
+    """`magma data build` with ToM sources in a mix: one writer, action stats at the top."""
+    from data_pipeline.cli import main as data_main
+    from data_pipeline.video import write_video
+
+    episodes = tmp_path / "episodes"
+    for seed in (0, 1):
+        ep = make_episode(seed)
+        ep.proprio = ep.proprio.astype(np.float32)
+        _save_recorder(episodes, ep)
+    videos = tmp_path / "videos"
+    write_video(videos / "clip.mp4", synthetic_clip(5, frames=16, size=128).frames, fps=10)
+    (tmp_path / "mix.yaml").write_text(
+        "name: tom_mix\nsamples_per_shard: 8\nworkers: 2\nsources:\n"
+        "  - {name: clips, type: video, weight: 0.5, params: {path: '${DATA}/videos'}}\n"
+        "  - {name: robot, type: robot_episodes, weight: 1.0,\n"
+        "     params: {path: '${DATA}/episodes', chunk: 4, window_stride: 4}}\n")
+    code = data_main(["build", "--config", str(tmp_path / "mix.yaml"), "--set",
+                      f"DATA={tmp_path}", "--out", str(tmp_path / "out"), "-q"])
+    assert code == 0
+    top = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert set(top["action_stats"]) == {"toyenv"}  # recorder episodes: dataset = env name
+    assert top["counts_by_source"]["clips"] == 1
+    assert top["sources"]["robot"]["counts_by_kind"]["action"] == 2 * (T - 4 + 1)
+    assert top["sources"]["robot"]["counts_by_kind"]["spatial"] >= 2  # windows at 0 and 4
+    assert top["skipped"] == {}
+
+
+def test_missing_tracker_skips_the_source_with_the_install_hint(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("MAGMA_COTRACKER_CHECKPOINT", raising=False)
+    path = write_hdf5_episodes(tmp_path / "h5" / "toy.hdf5", [make_episode(0)])
+    manifest = _build(tmp_path, "hdf5", path, backend="cotracker")
+    assert manifest["skipped"] == {"tracker_unavailable": 1} and manifest["num_samples"] == 0
+    detail = json.loads((tmp_path / "out" / "robot" / "manifest.json").read_text())
+    assert "autosegmentor" in detail["skipped_items"][0]["detail"]
