@@ -63,9 +63,7 @@ def sanitize_id(text: str) -> str:
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        f.write(data)  # no fsync: kill -9 keeps the page cache; rename gives atomicity
     os.replace(tmp, path)
 
 
