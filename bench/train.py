@@ -3,6 +3,7 @@ fraction of step time spent waiting for data. Ratios are against baselines measu
 
     .venv/bin/python bench/train.py                        # tiny model (configs/model/tiny.yaml)
     .venv/bin/python bench/train.py --model-config tests/train/micro_model.yaml --steps 10
+    .venv/bin/python bench/train.py --mfu            # GPU: model FLOPs utilisation of a ~1B model
 
 Synthetic shards (train.synthetic_shards) unless --shards DIR points at real ones.
 """
@@ -54,6 +55,53 @@ def padding_fraction(shards: Path, model_config: str, packing: bool, batches: in
     return pad / (pad + tok)
 
 
+# ~1B parameters: a small ConvNeXt + a 20-layer, 2048-wide Llama (used by --mfu on a GPU).
+MODEL_1B = {
+    "name": "bench-1b",
+    "vision": {"depths": [3, 3, 9, 3], "hidden_sizes": [128, 256, 512, 1024], "feature_stage": 3},
+    "image_size": 224,
+    "text": {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 20,
+             "num_attention_heads": 16, "num_key_value_heads": 16, "max_position_embeddings": 4096,
+             "tie_word_embeddings": False},
+    "tokenizer": {"builtin_bpe_vocab": 1024},
+}
+H100_BF16_DENSE_FLOPS = 989e12
+
+
+def measure_mfu(args: argparse.Namespace, tmp: Path, shards: Path) -> None:
+    """Tokens/s of the real training path (DeepSpeed ZeRO-2, bf16, packed rows of 2048) on one
+    GPU -> FLOPs/token of the language model (6N + attention) / the GPU's peak."""
+    import torch
+    import yaml
+
+    from magma.model_cli import count_parameters_on_meta
+
+    if not torch.cuda.is_available():
+        sys.exit("bench --mfu: needs a CUDA GPU (torch.cuda.is_available() is False)")
+    spec = tmp / "model-1b.yaml"
+    spec.write_text(yaml.safe_dump(MODEL_1B))
+    counts = count_parameters_on_meta(spec)
+    t = MODEL_1B["text"]
+    seq = 2048
+    flops_per_token = 6 * counts["language_model"] + 12 * t["num_hidden_layers"] * t["hidden_size"] * seq
+    overrides = [f"run_dir={tmp / 'mfu'}", f"data.shards={shards}", f"model.config={spec}", "max_steps=12",
+                 f"micro_batch_size={args.mfu_batch}", "data.packing=true", f"data.pack_length={seq}",
+                 "data.max_length=2048", "precision=bf16", "device=cuda", "dist.engine=deepspeed",
+                 "dist.zero_stage=2", "checkpoint.every=0", "checkpoint.resume=never", "log.progress=false",
+                 "log.tensorboard=false", "model.gradient_checkpointing=false", f"data.num_workers={args.workers}"]
+    cmd = [sys.executable, "-m", "train", "--config", "configs/train/tiny.yaml"] + \
+        [a for o in overrides for a in ("--set", o)]
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"bench --mfu: training failed:\n{proc.stderr[-3000:]}")
+    rows = [json.loads(x) for x in (tmp / "mfu" / "metrics.jsonl").read_text().splitlines()][4:]
+    tps = statistics.median(r["tokens_per_s"] for r in rows)
+    peak = float(os.environ.get("PEAK_FLOPS", H100_BF16_DENSE_FLOPS))
+    print(f"~1B model ({counts['total'] / 1e9:.2f}B params, LM {counts['language_model'] / 1e9:.2f}B): "
+          f"{tps:,.0f} tokens/s, data wait {statistics.median(r['data_wait_frac'] for r in rows):.1%}, "
+          f"MFU {tps * flops_per_token / peak:.1%} of {peak / 1e12:.0f} TFLOP/s (target >= 40% on an H100)")
+
+
 def summary(rows: list[dict]) -> dict[str, float]:
     med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
     return {"samples_per_s": med("samples_per_s"), "tokens_per_s": med("tokens_per_s"),
@@ -70,6 +118,8 @@ def main() -> int:
     p.add_argument("--micro-batch", type=int, default=8, help="global batch; 2 ranks get half each")
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers per rank")
     p.add_argument("--threads", type=int, default=2, help="CPU threads in total (split across ranks)")
+    p.add_argument("--mfu", action="store_true", help="GPU only: MFU of a ~1B model instead of the CPU bench")
+    p.add_argument("--mfu-batch", type=int, default=96, help="samples per micro batch (packed) for --mfu")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
@@ -79,6 +129,9 @@ def main() -> int:
             from train.synthetic_shards import write_shards
             shards = write_shards(tmp / "shards", {k: (k, 96, 1.0) for k in ("verbal", "spatial", "action")},
                                   per_shard=32)
+        if args.mfu:
+            measure_mfu(args, tmp, shards)
+            return 0
         print(f"model {args.model_config}, {args.steps} steps ({args.warmup} warm-up dropped), "
               f"global batch {args.micro_batch}, {args.threads} threads, {args.workers} loader worker(s)/rank")
         one = summary(run_training(tmp / "one", args, shards, 1, args.micro_batch))

@@ -14,6 +14,20 @@ sys.path.insert(0, str(HERE))
 from train.synthetic_shards import DEFAULT_SOURCES, write_shards  # noqa: E402
 
 MICRO_TRAIN = HERE / "micro_train.yaml"
+# scripts/gpu_check.sh reruns these tests with MAGMA_TRAIN_TEST_DEVICE=cuda (NCCL) and
+# MAGMA_TRAIN_TEST_PRECISION=bf16; bitwise checks then become tolerance checks.
+DEVICE = os.environ.get("MAGMA_TRAIN_TEST_DEVICE", "cpu")
+PRECISION = os.environ.get("MAGMA_TRAIN_TEST_PRECISION", "fp32")
+EXACT = DEVICE == "cpu" and PRECISION == "fp32"
+DEVICE_OVERRIDES = (f"device={DEVICE}", f"precision={PRECISION}")
+
+
+def n_ranks() -> int:
+    """2 CPU ranks on gloo; on CUDA one rank per GPU (NCCL refuses two ranks on one GPU)."""
+    if DEVICE == "cpu":
+        return 2
+    import torch
+    return min(2, torch.cuda.device_count())
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +45,7 @@ def train_env(threads: int = 1) -> dict[str, str]:
 
 def train_cmd(run_dir: Path, shards: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "train", "--config", str(MICRO_TRAIN), "--set", f"run_dir={run_dir}",
-            "--set", f"data.shards={shards}", *[a for o in overrides for a in ("--set", o)]]
+            "--set", f"data.shards={shards}", *[a for o in (*DEVICE_OVERRIDES, *overrides) for a in ("--set", o)]]
 
 
 def run_train(run_dir: Path, shards: Path, *overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -60,7 +74,7 @@ def train_inprocess(run_dir: Path, shards: Path, *overrides: str):
     from train.config import load_train_config
     from train.loop import train
 
-    cfg = load_train_config(MICRO_TRAIN, [f"run_dir={run_dir}", f"data.shards={shards}", *overrides])
+    cfg = load_train_config(MICRO_TRAIN, [f"run_dir={run_dir}", f"data.shards={shards}", *DEVICE_OVERRIDES, *overrides])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

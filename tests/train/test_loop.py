@@ -19,7 +19,7 @@ from train.config import load_train_config
 from train.loop import NonFiniteLossError, train
 from train.metrics import read_metrics
 
-from conftest import HERE, MICRO_TRAIN, REPO, train_cmd, train_env, train_inprocess
+from conftest import DEVICE_OVERRIDES, EXACT, HERE, MICRO_TRAIN, REPO, train_cmd, train_env, train_inprocess
 
 STEPS = ("max_steps=12", "checkpoint.every=2", "checkpoint.keep_last=2")
 CURVE_KEYS = ("loss", "loss_verbal", "loss_spatial", "loss_action", "lr", "grad_norm")
@@ -36,11 +36,20 @@ def curve(run: Path) -> list[tuple]:
     return [tuple(r[k] for k in CURVE_KEYS) for r in read_metrics(run)]
 
 
+def assert_same_curve(a: Path, b: Path) -> None:
+    """Bitwise on CPU fp32; within tolerance on CUDA / bf16 (non-deterministic kernels)."""
+    if EXACT:
+        assert curve(a) == curve(b)
+    else:
+        for x, y in zip(curve(a), curve(b), strict=True):
+            assert x == pytest.approx(y, rel=2e-2, abs=1e-3)
+
+
 def assert_same_final_weights(a: Path, b: Path) -> None:
     wa, wb = load_file(a / "final" / "model.safetensors"), load_file(b / "final" / "model.safetensors")
     assert wa.keys() == wb.keys()
     for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
+        assert torch.equal(wa[k], wb[k]) if EXACT else torch.allclose(wa[k], wb[k], rtol=5e-2, atol=5e-3), k
 
 
 def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -85,7 +94,7 @@ def test_kill9_at_random_step_then_resume_is_bitwise_identical(reference, shards
     assert not (run / "final").exists()
     result = train_inprocess(run, shards, *STEPS)
     assert result.resumed_from is not None and result.resumed_from.name != "step-12"
-    assert curve(run) == curve(reference)
+    assert_same_curve(run, reference)
     assert_same_final_weights(run, reference)
 
 
@@ -102,7 +111,7 @@ def test_kill_during_checkpoint_write_keeps_latest_valid(reference, shards, tmp_
     load_checkpoint(ckpts / "step-4")
     assert train_inprocess(run, shards, *STEPS).resumed_from == ckpts / "step-4"
     assert not (ckpts / ".tmp-step-6").exists()
-    assert curve(run) == curve(reference)
+    assert_same_curve(run, reference)
     assert_same_final_weights(run, reference)
 
 
@@ -119,7 +128,7 @@ def test_sigterm_saves_and_exits_zero_then_resumes(reference, shards, tmp_path):
                         / "trainer_state.json").read_text())
     assert 3 <= state["step"] < 12 and "preempted" in out
     assert train_inprocess(run, shards, *STEPS).resumed_from.name == f"step-{state['step']}"
-    assert curve(run) == curve(reference)
+    assert_same_curve(run, reference)
     assert_same_final_weights(run, reference)
 
 
@@ -131,7 +140,8 @@ def test_nan_loss_stops_naming_step_and_sources(shards, tmp_path):
         model.multi_modal_projector.proj[0].weight[0, 0] = float("nan")
     save_checkpoint(model, processor, tmp_path / "nan_ckpt")
     cfg = load_train_config(MICRO_TRAIN, [f"run_dir={tmp_path / 'run'}", f"data.shards={shards}",
-                                          "model.config=", f"model.checkpoint={tmp_path / 'nan_ckpt'}"])
+                                          "model.config=", f"model.checkpoint={tmp_path / 'nan_ckpt'}",
+                                          *DEVICE_OVERRIDES])
     with pytest.raises(NonFiniteLossError, match=r"step 1; batch sources \['action', 'spatial', 'verbal'\]"):
         train(cfg)
     debug = json.loads((tmp_path / "run" / "debug" / "nonfinite-step-1-rank-0.json").read_text())
@@ -144,7 +154,7 @@ def test_lora_frozen_vision_and_gradient_checkpointing(shards, tmp_path):
     cfg = load_train_config(MICRO_TRAIN, [
         f"run_dir={tmp_path / 'run'}", f"data.shards={shards}", "max_steps=3", "checkpoint.every=0",
         "model.freeze_vision=true", "model.lora.enabled=true", "model.gradient_checkpointing=true",
-        "optim.lr=0.05", "log.progress=false"])
+        "optim.lr=0.05", "log.progress=false", *DEVICE_OVERRIDES])
     result = train(cfg)
     assert result.final_step == 3
     model, _, _ = load_checkpoint(tmp_path / "run" / "final")
@@ -159,6 +169,7 @@ def test_lora_frozen_vision_and_gradient_checkpointing(shards, tmp_path):
 
 def test_bf16_autocast_runs(shards, tmp_path):
     cfg = load_train_config(MICRO_TRAIN, [f"run_dir={tmp_path / 'run'}", f"data.shards={shards}",
-                                          "max_steps=2", "precision=bf16", "checkpoint.every=0"])
+                                          "max_steps=2", *DEVICE_OVERRIDES, "precision=bf16",
+                                          "checkpoint.every=0"])
     result = train(cfg)
     assert result.final_step == 2 and result.final_loss == result.final_loss
