@@ -9,6 +9,7 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magma serve", description="Serve a Magma checkpoint over HTTP/WebSocket "
                                 "(POST /v1/act, POST /v1/chat, WS /v1/ws, GET /healthz, GET /v1/info).")
+    p.add_argument("--config", default=None, help="YAML of defaults (see configs/serve/tiny.yaml); flags override it")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (config.json, *.safetensors, tokenizer, action_stats.json)")
     p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="inference engine (default hf)")
     p.add_argument("--host", default="127.0.0.1")
@@ -23,8 +24,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _apply_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> str | None:
+    """Load --config YAML as parser defaults; returns an error message or None."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if not known.config:
+        return None
+    import yaml
+
+    try:
+        values = yaml.safe_load(open(known.config)) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        return f"--config {known.config}: cannot read ({exc})"
+    dests = {a.dest for a in parser._actions}
+    unknown = sorted(set(values) - dests)
+    if unknown or not isinstance(values, dict):
+        return f"--config {known.config}: unknown keys {unknown}; allowed: {sorted(dests - {'help', 'config'})}"
+    parser.set_defaults(**values)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    problem = _apply_config(parser, argv)
+    if problem:
+        print(f"magma serve: {problem}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     if args.port <= 0 or args.port > 65535:
         print(f"magma serve: --port {args.port} is not a TCP port (1-65535)", file=sys.stderr)
         return 2

@@ -51,18 +51,20 @@ def action_id_range(tokenizer) -> range:
 class HFEngine:
     """`generate(requests)` over a transformers MagmaForCausalLM, batched across callers.
 
-    naive=True runs each request alone through `model.generate` with no constraint (the
-    benchmark baseline).
+    naive=True runs each request alone through `model.generate` with no constraint, waiting
+    for EOS up to `naive_max_new_tokens` (default: the request's own limit): the benchmark
+    baseline of a plain per-request server.
     """
 
     name = "hf"
 
     def __init__(self, model, processor, max_batch: int = 16, max_wait_s: float = 0.005,
-                 naive: bool = False):
+                 naive: bool = False, naive_max_new_tokens: int | None = None):
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.naive = naive
+        self.naive_max_new_tokens = naive_max_new_tokens
         self.eos_id = self.tokenizer.convert_tokens_to_ids("<|end|>")
         self.pad_id = self.tokenizer.pad_token_id
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
@@ -144,7 +146,8 @@ class HFEngine:
         results = []
         for r in requests:
             enc = self._encode([r])
-            out = self.model.generate(**enc, max_new_tokens=r.max_new_tokens, do_sample=False,
+            limit = self.naive_max_new_tokens or r.max_new_tokens
+            out = self.model.generate(**enc, max_new_tokens=limit, do_sample=False,
                                       eos_token_id=self.eos_id, pad_token_id=self.pad_id)
             row = out[0, enc["input_ids"].shape[1]:].tolist()
             stopped = self.eos_id in row

@@ -1,0 +1,128 @@
+"""Browser agent: a live Playwright page driven by the policy server's UI adapter.
+
+Each step: screenshot + DOM boxes of interactive elements (MiniWoB-style dicts) -> POST
+/v1/act (adapter "ui") -> execute click / type / scroll / select at the returned pixels.
+
+    python -m serve.browser_agent --url file:///tmp/page.html --instruction "click OK" \
+        --server http://127.0.0.1:8000 [--token T] [--steps 5]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+CHROMIUM = "/usr/lib/chromium/chromium"
+
+# Interactive elements in DOM order with their boxes (viewport pixels, CSS px = screenshot px).
+DOM_JS = """() => {
+  const sel = 'a, button, input, select, textarea, [role=button], [role=link], [role=tab], [onclick]';
+  return Array.from(document.querySelectorAll(sel)).map((el, i) => {
+    const r = el.getBoundingClientRect();
+    return {ref: i + 1, left: r.left, top: r.top, width: r.width, height: r.height,
+            tag: el.tagName.toLowerCase(), text: (el.innerText || el.value || el.getAttribute('aria-label') || '').trim().slice(0, 200),
+            value: el.value === undefined ? null : String(el.value), classes: el.className ? String(el.className) : '',
+            flags: {visible: r.width > 0 && r.height > 0}};
+  }).filter(e => e.flags.visible);
+}"""
+
+
+@dataclass
+class AgentStep:
+    action: dict[str, Any]
+    executed: bool
+    note: str = ""
+
+
+@dataclass
+class AgentRun:
+    steps: list[AgentStep] = field(default_factory=list)
+
+
+def observe(page) -> tuple[str, list[dict]]:
+    png = page.screenshot(type="png")
+    return base64.b64encode(png).decode("ascii"), page.evaluate(DOM_JS)
+
+
+def execute(page, action: dict[str, Any]) -> tuple[bool, str]:
+    """Run one UI action on the page; returns (executed, note)."""
+    if action.get("error") and action.get("op") is None:
+        return False, f"model output did not parse: {action['error']['code']}"
+    op, point = action.get("op"), action.get("point")
+    if op == "scroll":
+        dy = {"down": 300, "up": -300}.get(action.get("direction") or "", 0)
+        dx = {"right": 300, "left": -300}.get(action.get("direction") or "", 0)
+        page.mouse.wheel(dx, dy)
+        return True, "scrolled"
+    if point is None:
+        return False, f"{op} without a resolvable point"
+    x, y = float(point[0]), float(point[1])
+    if op == "click":
+        page.mouse.click(x, y)
+    elif op == "type":
+        page.mouse.click(x, y)
+        page.keyboard.type(action.get("text") or "")
+    elif op == "select":
+        handle = page.evaluate_handle("([x, y]) => document.elementFromPoint(x, y)", [x, y]).as_element()
+        if handle is None or handle.evaluate("e => e.tagName") != "SELECT":
+            return False, "no <select> at the point"
+        handle.select_option(label=action.get("text") or "")
+    else:
+        return False, f"unknown op {op!r}"
+    return True, op
+
+
+def run_agent(client, url: str, instruction: str, max_steps: int = 5, viewport=(1280, 800),
+              headless: bool = True, stop_on_error: bool = True) -> AgentRun:
+    """Drive a page at `url` with `client` (a serve.client.PolicyClient or anything with .act)."""
+    from playwright.sync_api import sync_playwright
+
+    run = AgentRun()
+    history: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=headless,
+                                     args=["--no-sandbox", "--disable-background-networking",
+                                           "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+            page.goto(url)
+            for _ in range(max_steps):
+                image, dom = observe(page)
+                action = client.act({"adapter": "ui", "instruction": instruction, "image": image,
+                                     "dom_elements": dom, "history": list(history)})
+                ok, note = execute(page, action)
+                run.steps.append(AgentStep(action, ok, note))
+                if ok and action.get("raw"):
+                    history.append(action["raw"])
+                if not ok and stop_on_error:
+                    break
+        finally:
+            browser.close()
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m serve.browser_agent", description="Drive a live page with the policy server.")
+    p.add_argument("--url", required=True)
+    p.add_argument("--instruction", required=True)
+    p.add_argument("--server", default="http://127.0.0.1:8000")
+    p.add_argument("--token", default=None)
+    p.add_argument("--steps", type=int, default=5)
+    args = p.parse_args(argv)
+    from serve.client import PolicyClient, PolicyError
+
+    try:
+        with PolicyClient(args.server, token=args.token) as client:
+            run = run_agent(client, args.url, args.instruction, args.steps)
+    except PolicyError as exc:
+        print(f"browser agent: server refused the request: {exc}", file=sys.stderr)
+        return 2
+    for i, s in enumerate(run.steps):
+        print(i, s.executed, s.note, s.action.get("raw"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
