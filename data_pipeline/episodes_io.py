@@ -190,7 +190,8 @@ def read_lerobot_episode(root: str | Path, episode_index: int, camera: str | Non
         proprio = (np.asarray(table["observation.state"].to_pylist(), dtype=np.float64)
                    if "observation.state" in table.column_names else None)
     except Exception as exc:
-        raise EpisodeError("unreadable_episode", f"{data_file}: {type(exc).__name__}: {exc}") from exc
+        raise EpisodeError("unreadable_episode",
+                           f"{data_file}: {type(exc).__name__}: {exc}") from exc
     tasks = row.get("tasks") or []
     instruction = str(tasks[0]) if tasks else ""
     images = None
@@ -347,7 +348,8 @@ def read_hdf5_episode(path: str | Path, demo: str, camera: str | None = None,
     except EpisodeError:
         raise
     except Exception as exc:
-        raise EpisodeError("unreadable_episode", f"{path}:{demo}: {type(exc).__name__}: {exc}") from exc
+        raise EpisodeError("unreadable_episode",
+                           f"{path}:{demo}: {type(exc).__name__}: {exc}") from exc
     return RobotEpisode(episode_id=f"{path.stem}-{demo}", instruction=instruction, actions=actions,
                         images=images, proprio=proprio, dataset=dataset or path.stem, fps=fps,
                         num_frames=num_frames)

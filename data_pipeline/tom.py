@@ -190,7 +190,8 @@ def trace_of_mark(frames: np.ndarray, params: TomParams = TomParams(), backend: 
                                       params.min_cluster_fraction)
     reps = fg_reps + bg_reps
     # Number marks in reading order so that an id says nothing about foreground/background.
-    order = sorted(reps, key=lambda i: (round(float(tracks_px[0, i, 1]) / 16), float(tracks_px[0, i, 0])))
+    order = sorted(reps, key=lambda i: (round(float(tracks_px[0, i, 1]) / 16),
+                                        float(tracks_px[0, i, 0])))
     r = params.mark_radius
     marks, mark_tracks, fg_marks = [], {}, []
     for mid, ti in enumerate(order, start=1):

@@ -109,7 +109,8 @@ def track_lk(frames: np.ndarray, queries: np.ndarray, params: LKParams = LKParam
         ok = (st1.ravel() == 1) & (st2.ravel() == 1) & (fb_err < params.fb_threshold_px) & inside
         ok &= np.isfinite(p1).all(axis=1)
         if templates is not None:
-            ok &= _ncc(templates, _patches(cur, np.nan_to_num(p1), params.patch_size)) >= params.min_patch_ncc
+            now = _patches(cur, np.nan_to_num(p1), params.patch_size)
+            ok &= _ncc(templates, now) >= params.min_patch_ncc
         alive &= ok
         # Lost points keep their last position so downstream code never sees garbage values.
         tracks[t] = np.where(alive[:, None], p1, tracks[t - 1])
