@@ -204,3 +204,16 @@ def test_shard_members_decode_back(som_data, tmp_path):
     s = sample_from_tar_members(key, members)
     assert s.images[0].dtype == np.uint8 and s.id == key
     assert Counter(n.split(".", 1)[1] for n in names)["json"] == len(set(n.split(".")[0] for n in names))
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_manifest_as_the_pool(tmp_path):
+    ray = pytest.importorskip("ray")
+    data = tmp_path / "data"
+    write_synthetic_som_data(data, n_images=3, n_annotations=2, n_episodes=2, seed=2)
+    mix = load_mix_config(TINY, {"SOM_DATA": str(data)})
+    try:
+        by_ray = build_mix(mix, tmp_path / "ray", workers=2, progress=False, backend="ray")
+    finally:
+        ray.shutdown()
+    assert by_ray == build_mix(mix, tmp_path / "pool", workers=2, progress=False)
