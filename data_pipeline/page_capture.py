@@ -10,6 +10,7 @@ One browser is kept per process and reused across pages (launch ~0.7 s, capture 
 from __future__ import annotations
 
 import atexit
+import multiprocessing.util
 import os
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,8 @@ def shared_capturer() -> PageCapturer:
         _CAPTURER.clear()
         _CAPTURER[pid] = PageCapturer()
         atexit.register(_CAPTURER[pid].close)
+        # pool workers leave through os._exit (no atexit) but run multiprocessing finalizers
+        multiprocessing.util.Finalize(None, _CAPTURER[pid].close, exitpriority=10)
     return _CAPTURER[pid]
 
 

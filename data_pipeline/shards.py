@@ -163,8 +163,12 @@ def _run_items(src: SourceConfig, pending: list[tuple[int, WorkItem]], context: 
                 if message:
                     log.warning(message)
                 bar.update(1)
-    finally:
         if pool is not None:
+            pool.close()  # workers exit cleanly and run their finalizers (e.g. close browsers)
+            pool.join()
+            pool = None
+    finally:
+        if pool is not None:  # interrupted: stop the workers now
             pool.terminate()
             pool.join()
 

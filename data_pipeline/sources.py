@@ -10,6 +10,8 @@ API (every source type, SoM or ToM, implements the same three steps):
         def process(self, item, cfg, context) -> list[Sample]: ...   # pure, runs in a worker
 
 `process` raises `SkipItem("short reason")` for bad input; the writer counts it per reason.
+Partial drops inside a usable item (e.g. one zero-size element) go in the first sample's
+`meta["_dropped"] = {reason: n}`; the writer removes that key and sums it under "dropped".
 Sample ids are assigned by the writer (`<source>-<item_id>-<k>`), so sources need not care.
 If `prepare` returns {"action_stats": {dataset: ActionStats-as-dict}}, those statistics are
 merged into the top-level manifest's "action_stats".

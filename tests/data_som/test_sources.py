@@ -59,3 +59,28 @@ def test_html_source_marks_pages_and_counts_failed_ones(tmp_path):
             assert not is_error(mark) and s.meta["marks"][mark]["id"] == mark
         if "Point to" in s.conversation[0].content:
             assert not is_error(parse_point(text))
+
+
+def test_inspect_prints_samples_and_writes_a_contact_sheet(tmp_path, capsys):
+    from data_pipeline.cli import main
+    from data_pipeline.som_synthetic import write_synthetic_som_data
+    data = write_synthetic_som_data(tmp_path / "d", n_images=2, n_annotations=1, n_episodes=1)
+    src = SourceConfig(name="imgs", type="images", params={"path": str(data / "images")})
+    m = build_source(src, tmp_path / "out", 4, workers=0, progress=False)
+    shard = tmp_path / "out" / m["shards"][0]
+    assert main(["inspect", str(shard), "--num", "3", "--sheet", str(tmp_path / "sheet.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("== imgs-") == 3 and "assistant[spatial]" in out
+    sheet = np.asarray(Image.open(tmp_path / "sheet.png"))
+    assert sheet.shape[0] > 100 and sheet.std() > 0
+    assert main(["inspect", str(tmp_path / "nothing")]) == 2
+
+
+def test_track_and_tom_dispatch_or_say_not_implemented(capsys):
+    import importlib.util
+    from data_pipeline.cli import main
+    if importlib.util.find_spec("data_pipeline.tom_cli") is None:
+        assert main(["track"]) == 3
+        assert "not implemented yet" in capsys.readouterr().err
+    assert main(["bogus"]) == 2
+    assert main(["--help"]) == 0
