@@ -3,6 +3,7 @@
   magma eval --config configs/eval/quickstart.yaml --checkpoint DIR | --server URL [--out RUN]
   magma eval record --env miniwob|metaworld --tasks a,b --episodes N --split train --out DIR
   magma eval report RUN_DIR [--training-metrics metrics.jsonl]
+  magma eval offline --checkpoint DIR --shards DIR [--split heldout] [--max-samples N]
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def _eval_parser() -> argparse.ArgumentParser:
         prog="magma eval", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Closed-loop evaluation on held-out seeds of MiniWoB++ and Meta-World, with "
                     "random and scripted-expert baselines measured in the same run.",
-        epilog="Subcommands: 'magma eval record --help', 'magma eval report --help'.")
+        epilog="Subcommands: 'magma eval record --help', 'magma eval report --help', "
+               "'magma eval offline --help'.")
     p.add_argument("--config", required=True, help="configs/eval/<suite>.yaml")
     p.add_argument("--checkpoint", help="checkpoint folder (in-process policy)")
     p.add_argument("--server", help="policy server URL, e.g. http://127.0.0.1:8000")
@@ -189,8 +191,36 @@ def main_report(argv: list[str]) -> int:
     return 0
 
 
+def main_offline(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="magma eval offline",
+                                description="Teacher-forced mark accuracy, action token accuracy "
+                                            "and action L1 of a checkpoint on held-out shards.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--shards", required=True, help="shard folder (searched for *.tar) or one .tar")
+    p.add_argument("--split", default="heldout", help="meta split to keep ('all' keeps every sample)")
+    p.add_argument("--max-samples", type=int, default=200)
+    p.add_argument("--out", help="write the metrics JSON here too")
+    args = p.parse_args(argv)
+    from eval.offline import offline_metrics
+
+    if not Path(args.shards).exists():
+        return _fail(f"shards {args.shards} not found")
+    try:
+        metrics = offline_metrics(args.checkpoint, args.shards,
+                                  None if args.split == "all" else args.split, args.max_samples)
+    except Exception as exc:  # checkpoint errors carry their own message
+        return _fail(f"{type(exc).__name__}: {exc}")
+    text = json.dumps(metrics, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "offline":
+        return main_offline(argv[1:])
     if argv and argv[0] == "record":
         return main_record(argv[1:])
     if argv and argv[0] == "report":

@@ -1,0 +1,96 @@
+"""Offline metrics on held-out shards, teacher-forced (one forward pass per sample, no sampling):
+
+- mark accuracy: samples whose target names a mark ("Mark 7", UI actions on a mark) and whose
+  target tokens are all predicted right;
+- action token accuracy: fraction of action tokens predicted right (argmax over the 256 action
+  ids, as constrained decoding would);
+- action L1: mean |decoded predicted action - decoded target action| in the dataset's units.
+
+Reads the data pipeline's WebDataset shards (`*.tar` of `magma.schema` members) with tarfile;
+keeps samples whose meta split matches (held-out by default).
+"""
+from __future__ import annotations
+
+import re
+import tarfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from magma.schema import Sample, SampleError, sample_from_tar_members
+
+_MARK_TARGET = re.compile(r"\bMark \d+\b")
+
+
+def iter_shard_samples(root: str | Path, split: str | None = "heldout") -> Iterator[Sample]:
+    """Samples from every `*.tar` under root (sorted), filtered on meta["split"] when given."""
+    tars = sorted(Path(root).rglob("*.tar")) if Path(root).is_dir() else [Path(root)]
+    for path in tars:
+        groups: dict[str, dict[str, bytes]] = defaultdict(dict)
+        with tarfile.open(path) as tf:
+            for m in tf.getmembers():
+                if not m.isfile():
+                    continue
+                key, _, suffix = m.name.rpartition("/")[2].partition(".")
+                groups[key][suffix] = tf.extractfile(m).read()  # type: ignore[union-attr]
+        for key, members in groups.items():
+            try:
+                sample = sample_from_tar_members(key, members)
+            except SampleError:
+                continue
+            if split is None or sample.meta.get("split", "train") == split:
+                yield sample
+
+
+def offline_metrics(checkpoint: str | Path, shards: str | Path, split: str | None = "heldout",
+                    max_samples: int = 200) -> dict[str, Any]:
+    """Teacher-forced metrics of a checkpoint on shard samples (see module docstring)."""
+    import torch
+
+    from magma.action_tokenizer import ActionTokenizer, N_ACTION_BINS, action_token
+    from magma.checkpoint import load_checkpoint
+    from magma.processing_magma import collate_encoded
+
+    model, processor, stats = load_checkpoint(checkpoint)
+    model.eval()
+    tok = processor.tokenizer
+    first_act = tok.convert_tokens_to_ids(action_token(0))
+    act_ids = torch.arange(first_act, first_act + N_ACTION_BINS)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    mark_hits = mark_n = tok_hits = tok_n = 0
+    l1_sum, l1_n, n = 0.0, 0, 0
+    for sample in iter_shard_samples(shards, split):
+        if n >= max_samples:
+            break
+        n += 1
+        enc = processor.encode_sample(sample)
+        batch = collate_encoded([enc], pad_id)
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           pixel_values=batch.get("pixel_values")).logits[0, :-1]
+        labels = batch["labels"][0, 1:]
+        on = labels >= 0
+        pred = logits.argmax(-1)
+        target_text = " ".join(t.content for t in sample.conversation if t.role == "assistant")
+        if _MARK_TARGET.search(target_text):
+            mark_n += 1
+            mark_hits += int(bool((pred[on] == labels[on]).all()))
+        is_act = on & (labels >= first_act) & (labels < first_act + N_ACTION_BINS)
+        if is_act.any():
+            act_pred = act_ids[logits[is_act][:, act_ids].argmax(-1)]
+            tok_hits += int((act_pred == labels[is_act]).sum())
+            tok_n += int(is_act.sum())
+            if sample.dataset in stats:
+                at = ActionTokenizer(first_act + N_ACTION_BINS, stats[sample.dataset])
+                try:
+                    diff = at.decode(act_pred.tolist()) - at.decode(labels[is_act].tolist())
+                    l1_sum += float(np.abs(diff).sum())
+                    l1_n += diff.size
+                except ValueError:
+                    pass
+    return {"samples": n, "split": split,
+            "mark_accuracy": mark_hits / mark_n if mark_n else None, "mark_samples": mark_n,
+            "action_token_accuracy": tok_hits / tok_n if tok_n else None, "action_tokens": tok_n,
+            "action_l1": l1_sum / l1_n if l1_n else None}
