@@ -55,13 +55,17 @@ def run_train(run_dir: Path, shards: Path, *overrides: str, timeout: int = 240) 
     return proc
 
 
-def torchrun_train(run_dir: Path, shards: Path, nproc: int, *overrides: str, timeout: int = 300):
+def torchrun_cmd(run_dir: Path, shards: Path, nproc: int, *overrides: str) -> list[str]:
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-           "--master_port", str(port)] + train_cmd(run_dir, shards, *overrides)[1:]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+            "--master_port", str(port)] + train_cmd(run_dir, shards, *overrides)[1:]
+
+
+def torchrun_train(run_dir: Path, shards: Path, nproc: int, *overrides: str, timeout: int = 300):
+    cmd = torchrun_cmd(run_dir, shards, nproc, *overrides)
     proc = subprocess.run(cmd, cwd=REPO, env=train_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -81,3 +85,17 @@ def train_inprocess(run_dir: Path, shards: Path, *overrides: str):
         return train(cfg)
     finally:
         torch.set_num_threads(threads)
+
+
+def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Polls metrics.jsonl until `step` is logged (fails if the process exits first)."""
+    import json
+    import time
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else "exited early"
+        path = run / "metrics.jsonl"
+        if path.is_file() and any(json.loads(x)["step"] >= step for x in path.read_text().splitlines() if x):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"step {step} not reached")

@@ -1,16 +1,19 @@
 """Several CPU ranks on gloo through DeepSpeed: the same curves as one process (slow)."""
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from magma.checkpoint import load_checkpoint
 from train.metrics import read_metrics
 
-from conftest import EXACT, REPO, n_ranks, torchrun_train, train_cmd, train_env, train_inprocess
+from conftest import (EXACT, REPO, n_ranks, torchrun_cmd, torchrun_train, train_cmd, train_env, train_inprocess)
 
 pytestmark = pytest.mark.slow
 KINDS = ("loss", "loss_verbal", "loss_spatial", "loss_action")
@@ -31,13 +34,31 @@ def assert_curves_close(a, b, rel=1e-4 if EXACT else 3e-2):
                 assert x[k] == pytest.approx(y[k], rel=rel), (x["step"], k, x[k], y[k])
 
 
-def test_two_ranks_zero2_every_kind_goes_down_and_matches_one_process(shards, tmp_path):
+def test_two_ranks_zero2_killed_and_resumed_matches_one_process_and_every_kind_goes_down(shards, tmp_path):
     steps = ("max_steps=12", "checkpoint.every=6")
     single = tmp_path / "single"
     train_inprocess(single, shards, *steps, "log.progress=false")
     ranks = tmp_path / "zero2"
     # same global batch: 2 ranks x micro 2 x accum 2 == 1 process x micro 4 x accum 2
-    torchrun_train(ranks, shards, RANKS, *steps, MICRO, "dist.zero_stage=2", "dist.engine=deepspeed")
+    args = (*steps, MICRO, "dist.zero_stage=2", "dist.engine=deepspeed")
+    proc = subprocess.Popen(torchrun_cmd(ranks, shards, RANKS, *args), cwd=REPO, env=train_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    latest = ranks / "checkpoints" / "latest"
+    try:
+        t0 = time.time()
+        while not (latest.is_file() and latest.read_text().strip() == "step-6"):
+            assert proc.poll() is None and time.time() - t0 < 240, "run ended before its step-6 checkpoint"
+            time.sleep(0.02)
+    finally:
+        # kill -9 the launcher and every rank (torchrun starts ranks in their own sessions)
+        tree = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
+        for p in tree:
+            p.send_signal(signal.SIGKILL)
+        proc.wait()
+        psutil.wait_procs(tree, timeout=30)
+    assert not (ranks / "final").exists()
+    out = torchrun_train(ranks, shards, RANKS, *args)
+    assert "resumed from" in out.stdout and "at step 6" in out.stdout
     assert_curves_close(ranks, single)
     rows = read_metrics(ranks)
     for k in KINDS:

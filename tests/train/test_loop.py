@@ -7,7 +7,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,8 @@ from train.config import load_train_config
 from train.loop import NonFiniteLossError, train
 from train.metrics import read_metrics
 
-from conftest import DEVICE_OVERRIDES, EXACT, HERE, MICRO_TRAIN, REPO, train_cmd, train_env, train_inprocess
+from conftest import DEVICE_OVERRIDES, EXACT, HERE, MICRO_TRAIN, REPO, train_cmd, train_env, train_inprocess,
+                      wait_for_step
 
 STEPS = ("max_steps=12", "checkpoint.every=2", "checkpoint.keep_last=2")
 CURVE_KEYS = ("loss", "loss_verbal", "loss_spatial", "loss_action", "lr", "grad_norm")
@@ -50,17 +50,6 @@ def assert_same_final_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]) if EXACT else torch.allclose(wa[k], wb[k], rtol=5e-2, atol=5e-3), k
-
-
-def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 180) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        assert proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else "exited early"
-        path = run / "metrics.jsonl"
-        if path.is_file() and any(json.loads(x)["step"] >= step for x in path.read_text().splitlines() if x):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"step {step} not reached")
 
 
 def test_every_kind_loss_goes_down_and_run_folder_is_complete(reference):
