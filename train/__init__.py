@@ -20,6 +20,22 @@ Run folder layout (`run_dir` in the config):
                                        action_stats.json from the shard manifest
     <run_dir>/debug/                   nonfinite-step-N-rank-R.json when the loss turns NaN/inf
 
+Launchers (the config decides ZeRO stage, precision and batch shape; the launcher only starts ranks):
+
+    magma train --config configs/train/tiny.yaml                        # 1 process, plain torch
+    OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 -m train --config configs/train/tiny.yaml
+    OMP_NUM_THREADS=1 deepspeed --num_gpus 2 --module train --config configs/train/tiny.yaml
+    accelerate launch --multi_gpu --num_processes 8 -m train --config ...   # GPUs (torchrun inside)
+    ... --set dist.zero_stage=3 --set precision=bf16 --set model.lora.enabled=true
+
+Multi-node under SLURM (one torchrun per node; every rank sees the same run_dir and shards):
+
+    #SBATCH --nodes=4 --ntasks-per-node=1 --gpus-per-node=8
+    head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
+    srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node 8 --rdzv_backend c10d \
+        --rdzv_endpoint "$head:29500" --rdzv_id "$SLURM_JOB_ID" \
+        -m train --config configs/train/<name>.yaml --set precision=bf16 --set dist.zero_stage=2
+
 Rerunning the same command resumes from `latest` (model, optimizer, scheduler, RNG, data
 position); SIGTERM saves a checkpoint and exits 0.
 """
