@@ -283,7 +283,8 @@ class MiniWoBEpisodesSource(SourceType):
         for t, step in enumerate(ep.steps):
             image = ep.images[t]
             h, w = image.shape[:2]
-            marks, ref_to_mark = marks_from_dom_elements(step.get("dom_elements") or [], (w, h))
+            # the exact call serve/eval make at inference (no screen size), so ids agree
+            marks, ref_to_mark = marks_from_dom_elements(step.get("dom_elements") or [])
             if not marks:
                 dropped["step without marks"] += 1
                 continue
