@@ -55,9 +55,7 @@ def measure(policy, clients: int, duration: float, request: dict) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"),) * 2
-    return {"actions_per_s": len(latencies) / wall, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000,
-            "n": len(latencies), "errors": len(errors), "tokens_per_action": float(np.mean(tokens)) if tokens else 0}
+    return {"latencies": latencies, "wall": wall, "n": len(latencies), "errors": len(errors), "tokens_per_action": float(np.mean(tokens)) if tokens else 0}
 
 
 def main() -> int:
@@ -65,6 +63,7 @@ def main() -> int:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--duration", type=float, default=8.0, help="seconds per (engine, clients) cell")
     p.add_argument("--clients", default="1,4,16")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds per cell (noise control)")
     p.add_argument("--chunk", type=int, default=1)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--vllm", action="store_true", help="also benchmark the vLLM engine")
@@ -102,9 +101,19 @@ def main() -> int:
     print(f"checkpoint {ckpt}; action_dim {dim} x chunk {args.chunk} = {dim * args.chunk} tokens/action target; "
           f"{args.duration:.0f} s per cell, torch threads {args.threads}")
     print(f"{'engine':28s} {'clients':>7s} {'actions/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'tok/act':>8s} {'errors':>6s}")
-    for name, pol in engines.items():
-        for c in clients:
-            r = measure(pol, c, args.duration, request)
+    # The machine is shared: engines take turns in short rounds so that load swings hit all alike.
+    for c in clients:
+        samples: dict = {name: [] for name in engines}
+        for _ in range(args.rounds):
+            for name, pol in engines.items():
+                samples[name].append(measure(pol, c, args.duration / args.rounds, request))
+        for name in engines:
+            rounds = samples[name]
+            lat = [x for r in rounds for x in r.pop("latencies")]
+            n, wall = sum(r["n"] for r in rounds), sum(r["wall"] for r in rounds)
+            p50, p99 = np.percentile(lat, [50, 99]) * 1000 if lat else (float("nan"),) * 2
+            r = {"actions_per_s": n / wall, "p50_ms": p50, "p99_ms": p99, "errors": sum(x["errors"] for x in rounds),
+                 "tokens_per_action": float(np.mean([x["tokens_per_action"] for x in rounds]))}
             results[(name, c)] = r
             print(f"{name:28s} {c:7d} {r['actions_per_s']:10.2f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f} "
                   f"{r['tokens_per_action']:8.1f} {r['errors']:6d}", flush=True)

@@ -119,13 +119,28 @@ class Policy:
         """Chat prompt for a user turn; `magma.prompts` texts already hold their placeholders."""
         return self.processor.render_prompt(user_text, n_images)
 
-    @staticmethod
-    def _check_placeholders(gen: GenerationRequest) -> GenerationRequest:
-        # Guards the batch: one bad row would otherwise fail every request batched with it.
+    @property
+    def max_positions(self) -> int | None:
+        text = self.config.get_text_config() if self.config is not None else None
+        return getattr(text, "max_position_embeddings", None)
+
+    def _check_placeholders(self, gen: GenerationRequest) -> GenerationRequest:
+        """Reject what would fail inside the engine: one bad row would fail its whole batch."""
         if gen.prompt.count(IMAGE_TOKEN) != len(gen.images):
             raise ServeError(400, "image_count_mismatch",
                              f"prompt has {gen.prompt.count(IMAGE_TOKEN)} image placeholders "
                              f"for {len(gen.images)} images")
+        limit = self.max_positions
+        if limit:
+            ip = self.processor.image_processor
+            n_text = len(self.processor.tokenizer(gen.prompt, add_special_tokens=False)["input_ids"])
+            n_image = sum(ip.num_views(im.width, im.height) * self.processor.tokens_per_view - 1
+                          for im in gen.images)
+            total = n_text + n_image + gen.max_new_tokens
+            if total > limit:
+                raise ServeError(400, "prompt_too_long",
+                                 f"prompt ({n_text + n_image} tokens) + {gen.max_new_tokens} new tokens "
+                                 f"exceeds the model's {limit} positions; shorten the text or use fewer images")
         return gen
 
     def _images(self, main: str | bytes | None, extra: list | None) -> list:

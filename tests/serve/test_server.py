@@ -150,3 +150,17 @@ def test_client_module_is_light():
 
     code = "import sys, serve.client; bad=[m for m in ('torch','transformers','numpy') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_prompt_longer_than_the_model_is_400(client):
+    _err(client.post("/v1/chat", headers=AUTH, json={"text": "word " * 1500, "image": _png(8, 8),
+                                                     "max_tokens": 8}), 400, "prompt_too_long")
+
+
+def test_chunked_oversize_body_is_413(client):
+    def chunks():
+        for _ in range(40):
+            yield b"x" * (100 * 1024)
+
+    _err(client.post("/v1/act", headers={**AUTH, "Content-Type": "application/json"}, content=chunks()),
+         413, "body_too_large")
