@@ -116,13 +116,25 @@ def find_resume_folder(ckpt_root: Path, resume: str) -> Path | None:
     return ckpt_root / f"step-{steps[-1]}" if steps else None
 
 
+def check_resume_compatible(folder: Path, engine_name: str, world_size: int) -> None:
+    """Engine state only loads into the same engine (and, for DeepSpeed, the same world size)."""
+    state = json.loads((folder / STATE_FILE).read_text())
+    saved_engine, saved_world = state.get("engine", engine_name), state.get("world_size", world_size)
+    if saved_engine != engine_name or (engine_name == "deepspeed" and saved_world != world_size):
+        raise ValueError(f"{folder}: saved by the {saved_engine} engine on {saved_world} rank(s), this run is "
+                         f"{engine_name} on {world_size}; resume with the same setup, or start from its "
+                         f"weights with --set model.checkpoint={folder} --set model.config= "
+                         "--set checkpoint.resume=never")
+
+
 def load_training_checkpoint(folder: Path, engine: Any, rank: int) -> dict[str, Any]:
     """Restores engine state and this rank's RNG; returns trainer_state.json."""
+    state = json.loads((folder / STATE_FILE).read_text())
     engine.load_resume(folder / "resume")
     rng_file = folder / "resume" / f"rng-rank-{rank}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
-    return json.loads((folder / STATE_FILE).read_text())
+    return state
 
 
 def clean_stale_tmp(ckpt_root: Path) -> None:

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from magma.action_tokenizer import ActionStats
 from magma.processing_magma import IGNORE_INDEX, collate_encoded
-from magma.schema import SampleError, sample_from_tar_members
+from magma.schema import sample_from_tar_members
 
 MIX_BLOCK = 4096
 
@@ -283,12 +283,14 @@ class MixedShardStream(IterableDataset):
         for attempt in range(reader.num_samples):
             try:
                 sample = reader.sample(j + attempt)
-                enc = self.processor.encode_sample(sample, max_length=self.spec.max_length)
-                return enc, sample
-            except SampleError:
+                enc = self.processor.encode_sample(sample)
+            except ValueError:  # SampleError (undecodable or off-schema) or a processor refusal
                 skipped["corrupt"] += 1
-            except ValueError:
+                continue
+            if self.spec.max_length is not None and len(enc["input_ids"]) > self.spec.max_length:
                 skipped["too_long"] += 1
+                continue
+            return enc, sample
         raise DataError(f"source {reader.info.name!r} ({reader.info.dir}): no usable sample "
                         f"(skipped {dict(skipped)}); check max_length or rebuild the shards")
 

@@ -84,8 +84,9 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
+def shutdown(synchronise: bool = True) -> None:
     """Barrier + destroy: avoids `terminate called without an active exception` at exit."""
     if dist.is_initialized():
-        dist.barrier()
+        if synchronise:
+            dist.barrier()
         dist.destroy_process_group()

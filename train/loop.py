@@ -14,11 +14,11 @@ import torch
 from tqdm import tqdm
 
 from magma.modeling_magma import causal_lm_loss
-from train.checkpointing import (clean_stale_tmp, export_hf_folder, find_resume_folder,
+from train.checkpointing import (check_resume_compatible, clean_stale_tmp, export_hf_folder, find_resume_folder,
                                  load_training_checkpoint, save_training_checkpoint)
 from train.config import TrainConfig, dump_config
 from train.data import StreamSpec, make_loader, read_manifest
-from train.distributed import all_reduce_sum, barrier, init_distributed, shutdown
+from train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from train.engines import make_engine, resolve_engine_kind
 from train.metrics import KindLosses, RunLogger
 from train.model_setup import build_training_model, count_trainable
@@ -53,10 +53,20 @@ class PreemptionFlag:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    # ---------------------------------------------------------------- processes, run folder
-    world_env = int(os.environ.get("WORLD_SIZE", "1"))
-    engine_kind = resolve_engine_kind(cfg, world_env)
+    """Runs (or resumes) the training described by `cfg`; see train/__init__.py for the run folder."""
+    engine_kind = resolve_engine_kind(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     info = init_distributed(cfg.device, cfg.dist.backend, need_group=engine_kind == "deepspeed")
+    ok = False
+    try:
+        result = _train(cfg, info, engine_kind)
+        ok = True
+        return result
+    finally:
+        shutdown(synchronise=ok)  # after a failure on one rank a barrier could wait forever
+
+
+def _train(cfg: TrainConfig, info: DistInfo, engine_kind: str) -> TrainResult:
+    # ---------------------------------------------------------------- run folder
     run_dir = Path(cfg.run_dir)
     ckpt_root = run_dir / "checkpoints"
     if info.is_main:
@@ -70,15 +80,18 @@ def train(cfg: TrainConfig) -> TrainResult:
     model, processor, ckpt_stats = build_training_model(cfg.model)
     manifest = read_manifest(cfg.data.shards, cfg.data.weights)
     action_stats = {**ckpt_stats, **manifest.action_stats}
+    W = info.world_size
+    resume_from = find_resume_folder(ckpt_root, cfg.checkpoint.resume)
+    if resume_from is not None:
+        check_resume_compatible(resume_from, engine_kind, W)
     engine = make_engine(cfg, model, info)
     trainable, total = count_trainable(engine.module)
 
     start_step, skipped = 0, {}
-    resume_from = find_resume_folder(ckpt_root, cfg.checkpoint.resume)
     if resume_from is not None:
         state = load_training_checkpoint(resume_from, engine, info.rank)
         start_step, skipped = int(state["step"]), dict(state.get("skipped", {}))
-    A, b, W = cfg.grad_accum, cfg.micro_batch_size, info.world_size
+    A, b = cfg.grad_accum, cfg.micro_batch_size
     loader = make_loader(StreamSpec(
         shards=cfg.data.shards, weights=cfg.data.weights, seed=cfg.data.seed, rank=info.rank, world_size=W,
         micro_batch_size=b, start_micro=start_step * A, max_length=cfg.data.max_length,
@@ -162,7 +175,6 @@ def train(cfg: TrainConfig) -> TrainResult:
         preempt.restore()
         if logger is not None:
             logger.close()
-        shutdown()
     return TrainResult(run_dir=run_dir, final_step=step, final_loss=float(last["loss"]),
                        preempted=preempted, skipped=skipped,
                        resumed_from=resume_from)

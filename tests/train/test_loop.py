@@ -18,8 +18,8 @@ from train.config import load_train_config
 from train.loop import NonFiniteLossError, train
 from train.metrics import read_metrics
 
-from conftest import DEVICE_OVERRIDES, EXACT, HERE, MICRO_TRAIN, REPO, train_cmd, train_env, train_inprocess,
-                      wait_for_step
+from conftest import (DEVICE_OVERRIDES, EXACT, HERE, MICRO_TRAIN, REPO, train_cmd, train_env, train_inprocess,
+                      wait_for_step)
 
 STEPS = ("max_steps=12", "checkpoint.every=2", "checkpoint.keep_last=2")
 CURVE_KEYS = ("loss", "loss_verbal", "loss_spatial", "loss_action", "lr", "grad_norm")
@@ -162,3 +162,13 @@ def test_bf16_autocast_runs(shards, tmp_path):
                                           "checkpoint.every=0"])
     result = train(cfg)
     assert result.final_step == 2 and result.final_loss == result.final_loss
+
+
+def test_resume_with_another_engine_is_refused_with_the_fix(reference, shards, tmp_path):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(reference / "checkpoints", run / "checkpoints")
+    cfg = load_train_config(MICRO_TRAIN, [f"run_dir={run}", f"data.shards={shards}", *DEVICE_OVERRIDES,
+                                          "dist.engine=deepspeed", "max_steps=14"])
+    with pytest.raises(ValueError, match="saved by the torch engine.*--set model.checkpoint="):
+        train(cfg)
