@@ -216,6 +216,9 @@ def build_source(src: SourceConfig, out_dir: Path, samples_per_shard: int, worke
         list_skip = None
     except SkipItem as exc:
         items, list_skip = [], exc
+    if not items and list_skip is None:
+        list_skip = SkipItem("no items", f"source {src.name!r} ({src.type}) found no inputs "
+                             f"with params {src.params}")
     ids = [sanitize_id(it.item_id) for it in items]
     dupes = [i for i, n in Counter(ids).items() if n > 1]
     if dupes:

@@ -120,6 +120,7 @@ def _run_cli(capsys, caplog, *args: str) -> tuple[int, str]:
 
 def test_bad_inputs_are_counted_and_exit_code_reflects_usability(tmp_path, capsys, caplog):
     _write_bad_inputs(tmp_path / "in")
+    (tmp_path / "in" / "empty_dir").mkdir()
     cfg = tmp_path / "mix.yaml"
     cfg.write_text(f"""name: bad
 samples_per_shard: 4
@@ -128,13 +129,14 @@ sources:
   - {{name: imgs, type: images, params: {{path: "{tmp_path}/in/images"}}}}
   - {{name: ann, type: ui_annotations, params: {{path: "{tmp_path}/in/ann"}}}}
   - {{name: gone, type: verbal, params: {{path: "{tmp_path}/in/does_not_exist"}}}}
+  - {{name: empty, type: images, params: {{path: "{tmp_path}/in/empty_dir"}}}}
 """)
     code, err = _run_cli(capsys, caplog, "build", "--config", str(cfg), "--out", str(tmp_path / "out"), "-q")
     assert code == 0, err
     top = read_manifest(tmp_path / "out")
     assert top["skipped"] == {"empty image": 1, "unreadable image": 1, "missing field": 1,
                               "box out of range": 1, "bad json": 1, "missing image": 1,
-                              "path not found": 1}
+                              "path not found": 1, "no items": 1}
     assert top["dropped"] == {"element with zero or negative size": 1}
     assert top["counts_by_source"]["imgs"] > 0 and top["counts_by_source"]["ann"] > 0
     assert "garbage.png" in err and "out_of_range" in err  # a log line names the item
