@@ -51,8 +51,9 @@ def record_miniwob_episode(env: Any, task: str, seed: int, split: Split) -> tupl
             action = expert_action(task, obs)
         except NoExpertAction as exc:
             return None, f"no_expert_action: {exc}"
-        images.append(obs.screenshot)
-        steps.append({"dom_elements": obs.dom_elements(), "action": action})
+        if action["op"] != "wait":  # waiting for an animation is not a demonstrated step
+            images.append(obs.screenshot)
+            steps.append({"dom_elements": obs.dom_elements(), "action": action})
         result = env.step(action)
         if result.done:
             if not result.success:

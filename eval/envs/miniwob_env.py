@@ -214,7 +214,9 @@ class MiniWoBEnv:
             kind = ActionTypes.SCROLL_UP_COORDS if action.get("direction") == "up" else \
                 ActionTypes.SCROLL_DOWN_COORDS
             return [make(kind, coords=at)]
-        elif op == "noop":
+        elif op in ("noop", "wait"):  # wait: let an animation finish (experts only)
+            if op == "wait":
+                time.sleep(0.3)
             return [make(ActionTypes.NONE)]
         raise ValueError(f"UI action {action!r} cannot be executed: click needs a point or ref, "
                          "type needs text, scroll a direction")

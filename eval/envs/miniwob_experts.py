@@ -149,11 +149,19 @@ def login_user(obs: UIObservation) -> Action:
                              "login")
 
 
+WAIT: Action = {"op": "wait", "ref": None, "point": None, "text": None, "direction": None}
+
+
 def click_collapsible(obs: UIObservation) -> Action:
     header = _find(obs, lambda e: e["tag"] == "h3" and "ui-accordion-header" in e["classes"], "section")
     if "ui-accordion-header-collapsed" in header["classes"]:
         return _click(header)
-    return _submit(obs)
+    submit = _submit(obs)
+    button = next(e for e in obs.elements if e["ref"] == submit["ref"])
+    panel = next((e for e in obs.elements if e["ref"] == button["parent"]), None)
+    if panel and button["top"] + button["height"] > panel["top"] + panel["height"] + 0.5:
+        return WAIT  # the section is still sliding open: the button would move under the click
+    return submit
 
 
 EXPERTS: dict[str, Callable[[UIObservation], Action]] = {
