@@ -45,19 +45,21 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--env", choices=["miniwob", "metaworld", "both"], default="both")
     p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--tasks", help="comma-separated subset of tasks")
     args = p.parse_args()
     seeds = split_seeds("heldout", args.episodes)
+    keep = set(args.tasks.split(",")) if args.tasks else None
     out: dict[str, dict] = {}
     if args.env in ("miniwob", "both"):
         _offered_marks([])
-        for task in MINIWOB_TASKS:
+        for task in [t for t in MINIWOB_TASKS if keep is None or t in keep]:
             with MiniWoBEnv(task, episode_seconds=60) as env:
                 out.setdefault("miniwob", {})[task] = row = bench_task(
                     env, [UIExpertAgent(task), UIRandomAgent(random.Random(0))], seeds,
                     run_ui_episode, 8)
             print("miniwob", task, json.dumps(row), flush=True)
     if args.env in ("metaworld", "both"):
-        for task in METAWORLD_TASKS:
+        for task in [t for t in METAWORLD_TASKS if keep is None or t in keep]:
             with MetaWorldEnv(task, image_size=args.image_size) as env:
                 out.setdefault("metaworld", {})[task] = row = bench_task(
                     env, [RobotExpertAgent(env), RobotRandomAgent(np.random.default_rng(0))],
