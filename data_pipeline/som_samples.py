@@ -92,14 +92,21 @@ def som_samples(image: np.ndarray, marked: np.ndarray, marks: Sequence[Mark], so
 
 def ui_action_from_step(action: dict[str, Any], ref_to_mark: dict[int, int],
                         marks: Sequence[Mark], width: int, height: int) -> UIAction | None:
-    """A recorded step's action (ref / pixel point) -> UIAction with mark and normalised point;
-    None when the target cannot be expressed (unmarked element and no point)."""
+    """A recorded step's action (ref / pixel point) -> UIAction; None when the target cannot be
+    expressed (unmarked element and no point).
+
+    An action on a marked element names the element's label and its mark, without a point
+    (`click "Submit" Mark 3`): the executor clicks the mark's centre, and the shorter target
+    is a copy of the legend line that a small model learns quickly. Only actions on unmarked
+    places carry a normalised point.
+    """
     op = action.get("op")
     ref = action.get("ref")
     mark_id = ref_to_mark.get(int(ref)) if ref is not None else None
-    point_px = action.get("point")
-    if point_px is None and mark_id is not None:
-        point_px = marks[mark_id].centre
+    point_px = action.get("point") if mark_id is None else None
+    if op == "click" and mark_id is not None:
+        label = prompts.mark_label(marks[mark_id])
+        return UIAction("click", mark=mark_id, text=label or None).validate()
     if op == "scroll":
         return UIAction("scroll", mark=mark_id, direction=action.get("direction") or "down").validate()
     if op in ("click", "type", "select"):
