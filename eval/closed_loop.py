@@ -79,6 +79,9 @@ def call_policy(backend: ActBackend, request: dict[str, Any]) -> tuple[dict[str,
     except Exception as exc:
         name = type(exc).__name__
         status = getattr(exc, "status", None)
+        if status is not None and int(status) in (401, 403):
+            raise PolicyUnavailable(f"policy server refused the token ({exc}); pass the server's "
+                                    "--token to magma eval") from exc
         if status is not None and 400 <= int(status) < 500:  # the server answered: a bad request
             return {"error": {"code": getattr(exc, "code", "bad_request"), "message": str(exc)}}, \
                 (time.perf_counter() - t0) * 1000
