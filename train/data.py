@@ -205,26 +205,31 @@ class MixSchedule:
 
 # --------------------------------------------------------------------------- batching
 def pack_encoded(examples: list[dict[str, Any]], pack_length: int) -> tuple[list[dict[str, Any]], list[list[int]]]:
-    """Greedy first-fit packing of encoded samples into rows of <= pack_length tokens.
+    """Packs encoded samples into as few rows of <= pack_length tokens as fit, balancing row
+    lengths (longest first onto the shortest row) so the padded batch wastes little.
 
     Returns merged examples (token lists and pixel views concatenated in row order) and
     per-row position ids that restart at every sample. Attention still spans the samples of a
     row unless the attention implementation splits on position ids (flash_attention_2)."""
-    rows: list[list[dict[str, Any]]] = []
-    for ex in examples:
-        n = len(ex["input_ids"])
-        for row in rows:
-            if sum(len(e["input_ids"]) for e in row) + n <= pack_length:
-                row.append(ex)
-                break
-        else:
-            rows.append([ex])
+    lengths = [len(e["input_ids"]) for e in examples]
+    n_rows = max(1, -(-sum(lengths) // pack_length))
+    rows: list[list[int]] = [[] for _ in range(n_rows)]
+    used = [0] * n_rows
+    for i in sorted(range(len(examples)), key=lambda i: (-lengths[i], i)):
+        r = min(range(len(rows)), key=lambda r: (used[r], r))
+        if used[r] + lengths[i] > pack_length and used[r] > 0:
+            rows.append([])
+            used.append(0)
+            r = len(rows) - 1
+        rows[r].append(i)
+        used[r] += lengths[i]
     merged, positions = [], []
-    for row in rows:
-        pv = [np.asarray(e["pixel_values"]) for e in row if len(e["pixel_values"])]
-        merged.append({k: sum((e[k] for e in row), []) for k in ("input_ids", "labels", "target_kind")}
+    for row in (sorted(r) for r in rows if r):  # keep stream order inside a row
+        group = [examples[i] for i in row]
+        pv = [np.asarray(e["pixel_values"]) for e in group if len(e["pixel_values"])]
+        merged.append({k: sum((e[k] for e in group), []) for k in ("input_ids", "labels", "target_kind")}
                       | {"pixel_values": np.concatenate(pv) if pv else []})
-        positions.append(sum((list(range(len(e["input_ids"]))) for e in row), []))
+        positions.append(sum((list(range(len(e["input_ids"]))) for e in group), []))
     return merged, positions
 
 
