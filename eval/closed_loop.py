@@ -190,7 +190,7 @@ def run_ui_episode(env: Any, agent: Any, seed: int, split: str, max_steps: int,
         if latency is not None:
             rec.latencies_ms.append(latency)
         if keep_trace:
-            trace.append(StepTrace(obs.screenshot, action or {}, marks))
+            trace.append(StepTrace(obs.screenshot, action or {"error": error or ""}, marks))
         rec.steps += 1
         if error:
             rec.reason = error

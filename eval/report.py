@@ -135,6 +135,8 @@ def draw_step(trace: StepTrace, scale: int = 2) -> np.ndarray:
             (f" '{a['text']}'" if a.get("text") else "")
     elif a.get("action") is not None:
         label = "[" + " ".join(f"{v:+.2f}" for v in a["action"]) + "]"
+    elif a.get("error"):
+        label = str(a["error"])
     if label:
         d.rectangle([0, img.height - 12, img.width, img.height], fill=(0, 0, 0))
         d.text((2, img.height - 12), label[:48], fill=(255, 255, 0))
