@@ -67,28 +67,28 @@ class BodyLimitMiddleware:
                 return await error_json(400, "bad_content_length", "Content-Length is not a number")(
                     scope, receive, send)
         seen = 0
-        started = False
+        exceeded = False
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    exceeded = True
                     raise _BodyTooLarge()
             return message
 
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def guarded_send(message):
+            if not exceeded:  # FastAPI turns a failed body read into its own 400: drop it
+                await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _BodyTooLarge:
-            if not started:
-                await too_big(scope, receive, send)
+            pass
+        if exceeded:
+            await too_big(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):

@@ -44,9 +44,10 @@ class MagmaProcessingInfo(BaseProcessingInfo):
         return processor.image_processor.num_views(image_width, image_height) * processor.tokens_per_view
 
     def get_image_size_with_most_features(self) -> ImageSize:
+        # A 1 x max_crops strip gets the most crops (crop_grid matches the aspect ratio exactly).
         config = self.get_hf_config()
-        side = config.image_size * (max(1, config.max_crops) if config.max_crops else 1)
-        return ImageSize(width=side, height=side)
+        cols = max(1, config.max_crops)
+        return ImageSize(width=config.image_size * cols, height=config.image_size)
 
 
 class MagmaDummyInputsBuilder(BaseDummyInputsBuilder[MagmaProcessingInfo]):

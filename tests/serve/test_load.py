@@ -40,6 +40,9 @@ def test_sixteen_clients_no_errors(tiny_checkpoint):
                 assert time.time() < deadline, "server did not start"
                 time.sleep(0.5)
         image = encode_image(np.random.RandomState(0).randint(0, 255, (120, 160, 3), np.uint8))
+        warm = {"adapter": "robot", "instruction": "warm up", "image": image}
+        for _ in range(2):  # first calls pay one-off kernel set-up; keep them out of the numbers
+            client.act(warm)
         latencies, errors = [], []
         stop_at = time.time() + DURATION_S
 
