@@ -51,7 +51,7 @@ FAST = Plan(
     miniwob_tasks=["click-button", "click-link"], metaworld_tasks=["reach-v3"],
     miniwob_train_episodes=8, metaworld_train_episodes=2,
     train_config="configs/train/quickstart.yaml", eval_config="configs/eval/fast.yaml",
-    train_overrides=["max_steps=30", "checkpoint.every=15", "log_every=5"])
+    train_overrides=["max_steps=30", "checkpoint.every=15", "log.every=5"])
 
 
 class StageFailed(RuntimeError):
@@ -76,7 +76,7 @@ def stage_env() -> dict[str, str]:
 
 def run_stage(name: str, cmd: list[str], run: Path, timings: dict[str, float],
               env: dict[str, str] | None = None) -> None:
-    log = run / "logs" / f"{name}.log"
+    log = run / "logs" / f"{name.replace(' ', '_')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"\n[quickstart] == {name} ==  $ {' '.join(cmd)}\n[quickstart]    log: {log}", flush=True)
     t0 = time.perf_counter()
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             "--set", f"EPISODES={episodes}"], run, timings)
         env = stage_env()
         env["OMP_NUM_THREADS"] = "1"
-        overrides = [f"run_dir={run / 'train'}", f"data.root={run / 'shards'}", *plan.train_overrides]
+        overrides = [f"run_dir={run / 'train'}", f"data.shards={run / 'shards'}", *plan.train_overrides]
         train_cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                      f"--nproc_per_node={plan.ranks}", "-m", "train", "--config", plan.train_config]
         for o in overrides:
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         server, url = start_server(run / "train" / "final", run, timings)
         run_stage("eval", _magma() + ["eval", "--config", plan.eval_config, "--server", url,
                                       "--out", str(run / "eval"),
-                                      "--train-metrics", str(run / "train" / "metrics.jsonl")],
+                                      "--training-metrics", str(run / "train" / "metrics.jsonl")],
                   run, timings)
     except StageFailed as exc:
         print(f"\n[quickstart] FAILED: {exc}", file=sys.stderr)

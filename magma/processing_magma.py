@@ -33,8 +33,15 @@ class MagmaProcessor(ProcessorMixin):
         return self.tokenizer.convert_tokens_to_ids(self.image_token)
 
     # ------------------------------------------------------------------ prompts
-    def render_prompt(self, user_text: str, n_images: int = 1, system: str | None = None) -> str:
-        """Chat-template prompt for one user turn with `n_images` images, ready for generation."""
+    def render_prompt(self, user_text: str, n_images: int | None = None,
+                      system: str | None = None) -> str:
+        """Chat-template prompt for one user turn, ready for generation.
+
+        Texts from `magma.prompts` already hold their `<image>` placeholders; for a plain text
+        without any, `n_images` (default 1) placeholders are put in front.
+        """
+        if n_images is None:
+            n_images = 0 if IMAGE_TOKEN in user_text else 1
         content = IMAGE_TOKEN * n_images + user_text
         messages = ([{"role": "system", "content": system}] if system else []) + \
             [{"role": "user", "content": content}]
