@@ -165,7 +165,7 @@ def build_app(backend: Backend, limits: logic.DemoLimits = logic.DemoLimits(),
         for _ in progress.tqdm(range(int(n_steps)), desc="agent steps"):
             s = live.step(backend, instruction)
             lines.append(s.summary)
-            if s.summary.endswith(")") and "not executed" in s.summary:
+            if not s.executed:  # an action that cannot run would repeat forever
                 break
         if s is None:
             raise DemoError("choose at least one step")

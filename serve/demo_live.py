@@ -17,7 +17,7 @@ import numpy as np
 from data_pipeline import perception
 from serve.browser_agent import CHROMIUM, execute, observe
 from serve.demo_backend import Backend, DemoError
-from serve.demo_logic import draw_click, is_local_target
+from serve.demo_logic import shorten, draw_click, is_local_target
 
 T = TypeVar("T")
 ASSETS = Path(__file__).resolve().parent / "demo_assets"
@@ -43,6 +43,7 @@ class LiveStep:
     screen: np.ndarray  # marked screen with the predicted action drawn
     summary: str
     page_status: str
+    executed: bool = True
 
 
 @dataclass
@@ -129,8 +130,8 @@ class LiveSession:
             if ok and action.get("raw"):
                 self.history.append(action["raw"])
             verdict = "executed" if ok else "not executed"
-            summary = (f"Step {self.steps}: `{action.get('raw', '')}` -> {verdict} ({note})")
-            return LiveStep(drawn, summary, self._page_status())
+            summary = f"Step {self.steps}: `{shorten(action.get('raw', ''), 80)}` -> {verdict} ({note})"
+            return LiveStep(drawn, summary, self._page_status(), ok)
 
         return self._run(one)
 

@@ -141,7 +141,7 @@ def predict_click(backend: Backend, image: np.ndarray, marks: Sequence[Mark], in
     return ClickResult(drawn, describe_ui_action(resp), resp)
 
 
-def _short(text: str, limit: int = 160) -> str:
+def shorten(text: str, limit: int = 160) -> str:
     """Model text from an untrained model can be long garbage; keep the page readable."""
     text = " ".join(str(text).split()).replace("`", "'")
     return text if len(text) <= limit else text[:limit] + "..."
@@ -151,10 +151,10 @@ def describe_ui_action(resp: dict) -> str:
     raw = resp.get("raw", "")
     if resp.get("error"):
         err = resp["error"]
-        head = f"**No action:** the model's answer did not resolve ({err['code']}: {_short(err['message'])})."
+        head = f"**No action:** the model's answer did not resolve ({err['code']}: {shorten(err['message'])})."
         if resp.get("point") is not None:
-            head = f"**{resp.get('op')}** at a point; note: {_short(err['message'])}"
-        return f"{head}\n\nModel text: `{_short(raw)}`"
+            head = f"**{resp.get('op')}** at a point; note: {shorten(err['message'])}"
+        return f"{head}\n\nModel text: `{shorten(raw)}`"
     parts = [f"**{resp.get('op')}**"]
     if resp.get("mark") is not None:
         parts.append(f"on **Mark {resp['mark']}**")
@@ -163,7 +163,7 @@ def describe_ui_action(resp: dict) -> str:
         parts.append(f"at ({x:.0f}, {y:.0f}) px")
     if resp.get("text"):
         parts.append(f'text "{resp["text"]}"')
-    return " ".join(parts) + f"\n\nModel text: `{_short(raw)}`"
+    return " ".join(parts) + f"\n\nModel text: `{shorten(raw)}`"
 
 
 # ---------------------------------------------------------------- video and Trace-of-Mark
@@ -271,10 +271,10 @@ def predict_traces(backend: Backend, frames: np.ndarray, result: Any, instructio
     predicted = resp.get("parsed") if not resp.get("error") else None
     image = draw_predicted_traces(frames[0], result, predicted, n_future)
     if resp.get("error"):
-        text = (f"The model's answer is not a trace ({_short(resp['error']['message'])}); only the tracked "
-                f"traces are drawn.\n\nModel text: `{_short(resp.get('text', ''))}`")
+        text = (f"The model's answer is not a trace ({shorten(resp['error']['message'])}); only the tracked "
+                f"traces are drawn.\n\nModel text: `{shorten(resp.get('text', ''))}`")
     else:
-        text = f"Predicted traces for {len(predicted or [])} marks.\n\nModel text: `{_short(resp.get('text', ''))}`"
+        text = f"Predicted traces for {len(predicted or [])} marks.\n\nModel text: `{shorten(resp.get('text', ''))}`"
     return image, text
 
 
@@ -285,7 +285,7 @@ def ask(backend: Backend, image: np.ndarray, question: str, max_tokens: int = 64
     if not question:
         raise DemoError("type a question about the image first")
     resp = backend.chat(verbal_prompt(question), encode_png_b64(image), max_tokens=max_tokens)
-    return resp.get("text", "") or "(empty answer)"
+    return shorten(resp.get("text", ""), 600) or "(empty answer)"
 
 
 # Meta-World: xyz end-effector deltas, 1.0 = 1 cm (action_scale 1/100), gripper effort.

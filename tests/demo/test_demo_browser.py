@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.demo.conftest import ROOT
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
@@ -75,6 +77,21 @@ def test_set_of_mark_tab(browser_page, media, shots):
     # a random model may not answer with a valid action, but the page must say which
     assert "Mark" in action or "No action" in action
     shot(page, shots, "tab_set_of_mark")
+
+
+def test_set_of_mark_page_capture(browser_page, shots):
+    """A local HTML page is captured in headless chromium and marked from its DOM."""
+    page = browser_page
+    page.get_by_role("tab", name="Set-of-Mark").click()
+    page.locator("#som-url textarea").fill("https://example.com/")
+    page.locator("#som-capture").click()
+    status(page, "som-status", "only local pages")
+    page.locator("#som-url textarea").fill(str(ROOT / "serve/demo_assets/live_page.html"))
+    page.locator("#som-capture").click()
+    status(page, "som-status", "marks on the page")
+    table = page.locator("#som-table").inner_text()
+    assert "Submit" in table and "Cancel" in table  # DOM marks carry the element texts
+    image_shown(page, "som-marked")
 
 
 def test_trace_of_mark_tab(browser_page, media, shots):
