@@ -74,7 +74,7 @@ def main() -> None:
         t1, n = timed_build(src, args.workdir / f"out_{kind}_1", 1)
         t2, _ = timed_build(src, args.workdir / f"out_{kind}_2", 2)
         rows.append((kind, n, n / t1, n / t2, t1 / t2))
-    print(f"\nshard writer end to end (pool start, browser launch per worker, PNG + tar writes):")
+    print("\nshard writer end to end (pool start, browser launch per worker, PNG + tar writes):")
     print(f"{'source':8s} {'items':>5s} {'1 worker/s':>11s} {'2 workers/s':>12s} {'speed-up':>9s}")
     for kind, n, r1, r2, speedup in rows:
         print(f"{kind:8s} {n:5d} {r1:11.2f} {r2:12.2f} {speedup:8.2f}x")

@@ -18,8 +18,9 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from magma.config_io import read_yaml_mapping, validate_config
 
 from data_pipeline.sources import SourceConfig
 
@@ -61,23 +62,12 @@ def _expand(value: Any, variables: Mapping[str, str], where: str) -> Any:
 def load_mix_config(path: str | Path, variables: Mapping[str, str] | None = None) -> MixConfig:
     """Reads and validates a mix YAML; raises MixConfigError with the file and the problem."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise MixConfigError(f"{path}: mix config not found") from None
-    except yaml.YAMLError as exc:
-        raise MixConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise MixConfigError(f"{path}: expected a mapping with name, sources, ...")
-    raw = dict(raw)
+    raw = dict(read_yaml_mapping(path, "mix config", "configs/data/", MixConfigError))
     raw["sources"] = [
         {**s, "params": _expand(s.get("params", {}), variables or {},
                                 f"{path}: source {s.get('name')!r} params")}
         if isinstance(s, dict) else s for s in raw.get("sources") or []]
-    try:
-        cfg = MixConfig(**raw)
-    except ValidationError as exc:
-        raise MixConfigError(f"{path}: {exc}") from None
+    cfg = validate_config(raw, MixConfig, path, MixConfigError)
     names = [s.name for s in cfg.sources]
     if len(set(names)) != len(names):
         raise MixConfigError(f"{path}: source names must be unique, got {names}")

@@ -9,12 +9,11 @@ message; a crashed browser/simulator ends only its episode, as a failure with it
 from __future__ import annotations
 
 import json
-import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 from tqdm import tqdm

@@ -4,8 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from magma.config_io import read_yaml_mapping, validate_config
 
 
 class PolicyConfig(BaseModel):
@@ -53,17 +54,5 @@ class ConfigError(ValueError):
 
 
 def load_eval_config(path: str | Path) -> EvalConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"eval config {path} not found; see configs/eval/*.yaml") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"eval config {path} is not valid YAML: {exc}") from None
-    try:
-        return EvalConfig.model_validate(data or {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"eval config {path}: {where}: {first['msg']} "
-                          f"({len(exc.errors())} error(s))") from None
+    raw = read_yaml_mapping(path, "eval config", "configs/eval/*.yaml", ConfigError)
+    return validate_config(raw, EvalConfig, path, ConfigError)

@@ -8,7 +8,6 @@ Statistics live in the checkpoint folder as `action_stats.json` ({dataset: stats
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, TypeVar, Union
 
 COORD_BINS = 1000  # normalised coordinates are ints in [0, COORD_BINS)

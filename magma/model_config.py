@@ -4,8 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from magma.config_io import ConfigFileError, read_yaml_mapping, validate_config
+
+__all__ = ["ModelSpec", "ConfigFileError", "load_model_spec"]
 
 
 class _Strict(BaseModel):
@@ -69,20 +72,6 @@ class ModelSpec(_Strict):
         return v
 
 
-class ConfigFileError(ValueError):
-    """A config file that cannot be used; the message names the file and the key."""
-
-
 def load_model_spec(path: str | Path) -> ModelSpec:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigFileError(f"{path}: no such model config (see configs/model/)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigFileError(f"{path}: not valid YAML ({exc})") from None
-    try:
-        return ModelSpec.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigFileError(f"{path}: {problems}") from None
+    raw = read_yaml_mapping(path, "model config", "configs/model/")
+    return validate_config(raw, ModelSpec, path)

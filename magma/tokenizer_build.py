@@ -53,8 +53,8 @@ def _corpus() -> list[str]:
     for i in range(0, len(_WORDS), 7):
         lines.append(" ".join(_WORDS[i:i + 7]))
     for w in _WORDS:
-        lines += [f"Click on the {w} button.", f"Which mark is the {w}?", f"click Mark 3 at (12,345)",
-                  f'type "{w}" Mark 5', f"Mark 2: (10,20) (30,40); Mark 7: (50,60)", f"{w}, {w}."]
+        lines += [f"Click on the {w} button.", f"Which mark is the {w}?", "click Mark 3 at (12,345)",
+                  f'type "{w}" Mark 5', "Mark 2: (10,20) (30,40); Mark 7: (50,60)", f"{w}, {w}."]
     return lines * 3
 
 

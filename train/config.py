@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from magma.config_io import read_yaml_mapping, validate_config
 
 
 class _Strict(BaseModel):
@@ -118,19 +120,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise TrainConfigError(f"{path}: no such train config (see configs/train/)") from None
-    except yaml.YAMLError as exc:
-        raise TrainConfigError(f"{path}: not valid YAML ({exc})") from None
+    raw = read_yaml_mapping(path, "train config", "configs/train/", TrainConfigError)
     raw = apply_overrides(raw, overrides or [])
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors())
-        raise TrainConfigError(f"{path}: {problems}") from None
+    return validate_config(raw, TrainConfig, path, TrainConfigError)
 
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:

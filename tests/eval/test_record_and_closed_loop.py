@@ -1,6 +1,5 @@
 """Recorder round-trip and closed-loop logic on browser-free fakes (fast)."""
 import json
-import random
 
 import httpx
 import numpy as np
