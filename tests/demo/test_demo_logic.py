@@ -156,6 +156,19 @@ def test_guard_turns_failures_into_status_messages():
     assert "internal error (KeyError" in out[2] and "Traceback" not in out[2]
 
 
+def test_remote_backend_turns_server_refusals_into_messages(monkeypatch):
+    from serve.client import PolicyError
+
+    backend = RemoteBackend("http://127.0.0.1:9", timeout=2)
+
+    def refuse(request):
+        raise PolicyError(413, "image_too_large", "image: more than 8388608 bytes")
+
+    monkeypatch.setattr(backend.client, "act", refuse)
+    with pytest.raises(DemoError, match=r"refused the request \(413 image_too_large\): image: more than"):
+        backend.act({"adapter": "ui"})
+
+
 def test_remote_backend_reports_an_unreachable_server():
     backend = RemoteBackend("http://127.0.0.1:9", timeout=2)
     with pytest.raises(DemoError, match="cannot reach the policy server"):
