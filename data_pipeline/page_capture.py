@@ -228,6 +228,15 @@ def shared_capturer() -> PageCapturer:
     return _CAPTURER[pid]
 
 
+def close_shared_capturer() -> None:
+    """Closes this process's browser. Playwright's sync API keeps an event loop on the calling
+    thread while it runs, so any other sync Playwright user on that thread (the browser agent,
+    the demo) must wait until the shared capturer is closed."""
+    capturer = _CAPTURER.pop(os.getpid(), None)
+    if capturer is not None:
+        capturer.close()
+
+
 def capture_page(url_or_html_path: str | Path, viewport: tuple[int, int] = (1280, 800),
                  timeout_s: float = 15.0) -> tuple[np.ndarray, list[Mark]]:
     """Screenshot (RGB uint8 [H, W, 3]) and marks of the visible interactive/text elements."""

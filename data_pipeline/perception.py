@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from data_pipeline.dom_marks import marks_from_dom_elements, reading_order
 from data_pipeline.mark_rendering import layout_labels, mark_table, render_marks
-from data_pipeline.page_capture import CaptureError, PageCapturer, capture_page
+from data_pipeline.page_capture import CaptureError, PageCapturer, capture_page, close_shared_capturer
 from data_pipeline.region_proposals import ProposalBackendError, propose_marks
 
 __all__ = [
     "marks_from_dom_elements", "reading_order", "propose_marks", "render_marks", "layout_labels",
-    "mark_table", "capture_page", "PageCapturer", "CaptureError", "ProposalBackendError",
+    "mark_table", "capture_page", "close_shared_capturer", "PageCapturer", "CaptureError", "ProposalBackendError",
 ]
 
 # Trace-of-Mark (ToM helper) re-exports go below this line.

@@ -17,7 +17,8 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval always contains p; clamp away rounding (at p = 0 the lower end is 1e-17).
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def _percentile(values: list[float], q: float) -> float:

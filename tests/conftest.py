@@ -32,3 +32,14 @@ def tiny_checkpoint(tmp_path_factory, tiny_model_and_processor) -> Path:
     folder = tmp_path_factory.mktemp("tiny_ckpt")
     save_checkpoint(model, processor, folder, action_stats=stats)
     return folder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_shared_page_capturer():
+    """A module that captured pages leaves a sync Playwright running on the main thread; close it
+    so later modules (browser agent, demo) can start their own."""
+    yield
+    import sys
+    page_capture = sys.modules.get("data_pipeline.page_capture")
+    if page_capture is not None:
+        page_capture.close_shared_capturer()

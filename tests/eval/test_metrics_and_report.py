@@ -85,3 +85,10 @@ def test_jsonl_append_survives_partial_runs(tmp_path):
     for r in recs:
         append_jsonl(path, r)
     assert [r["seed"] for r in read_jsonl(path)] == [r.seed for r in recs]
+
+
+@given(st.integers(1, 500), st.data())
+def test_wilson_interval_always_contains_the_rate(n, data):
+    k = data.draw(st.integers(0, n))
+    lo, hi = wilson_interval(k, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
