@@ -31,7 +31,7 @@ def read_yaml_mapping(path: str | Path, what: str, hint: str,
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise error(f"{path}: no such {what} (see {hint})") from None
+        raise error(f"{path}: {what} not found (see {hint})") from None
     except yaml.YAMLError as exc:
         raise error(f"{path}: not valid YAML ({exc})") from None
     if raw is None:

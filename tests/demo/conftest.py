@@ -115,7 +115,7 @@ def demo_url(demo_checkpoint, tmp_path_factory):
         print(log_path.read_text(errors="replace")[-4000:])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # sync Playwright owns the thread's loop: close it with the module
 def browser_page(demo_url):
     from playwright.sync_api import sync_playwright
 

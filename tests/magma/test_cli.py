@@ -27,4 +27,4 @@ def test_model_init_and_info(tmp_path):
     assert r.returncode == 0 and "parameters" in r.stdout
     r = subprocess.run([sys.executable, "-m", "magma.cli", "model", "init", "--config",
                         "configs/model/nope.yaml", "--out", str(out)], capture_output=True, text=True)
-    assert r.returncode == 2 and "no such model config" in r.stderr
+    assert r.returncode == 2 and "model config not found" in r.stderr

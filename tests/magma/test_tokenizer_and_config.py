@@ -29,5 +29,5 @@ def test_unknown_config_keys_are_errors(tmp_path):
                  "intermediate_size: 8, num_hidden_layers: 1, num_attention_heads: 3}\n")
     with pytest.raises(ConfigFileError, match="same length|divisible"):
         load_model_spec(p)
-    with pytest.raises(ConfigFileError, match="no such model config"):
+    with pytest.raises(ConfigFileError, match="model config not found"):
         load_model_spec(tmp_path / "missing.yaml")
