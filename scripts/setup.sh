@@ -31,11 +31,12 @@ if ! $PY -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13
   $PIP install -q "torch==2.13.0"
 fi
 
+EXTRAS="envs,demo,test,ray"
 stamp=.venv/.magma-install-stamp
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$( (cat pyproject.toml; echo "$EXTRAS") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  say "installing the project with extras [envs,demo,test]"
-  $PIP install -q -e ".[envs,demo,test]"
+  say "installing the project with extras [$EXTRAS]"
+  $PIP install -q -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
 else
   say "project already installed (pyproject.toml unchanged)"
