@@ -39,7 +39,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   $PIP install -q -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
 else
-  say "project already installed (pyproject.toml unchanged)"
+  say "project already installed (pyproject.toml and extras unchanged)"
 fi
 
 if ! $PY -c "import vllm" >/dev/null 2>&1; then
