@@ -26,15 +26,12 @@ import numpy as np
 from magma.action_tokenizer import ActionStats
 from magma.episode import EPISODE_FRAMES, EPISODE_META, EpisodeMeta, iter_episode_dirs
 
+from data_pipeline.skips import SkipItem
 from data_pipeline.video import VideoError, read_frame_range, write_video
 
 
-class EpisodeError(ValueError):
+class EpisodeError(SkipItem):
     """An episode that cannot give trustworthy samples; `reason` is a short counted key."""
-
-    def __init__(self, reason: str, message: str = ""):
-        super().__init__(f"{reason}: {message}" if message else reason)
-        self.reason = reason
 
 
 @dataclass

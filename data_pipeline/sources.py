@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from magma.schema import Sample
 
+from data_pipeline.skips import SkipItem  # noqa: F401  (re-exported: sources raise it)
+
 
 class SourceConfig(BaseModel):
     """One entry of a mix config's `sources` list."""
@@ -47,15 +49,6 @@ class WorkItem:
 
     item_id: str
     payload: Any
-
-
-class SkipItem(Exception):
-    """Bad input: the item is skipped and counted under `reason` (keep reasons short and few)."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 class SourceType:

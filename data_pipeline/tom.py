@@ -16,6 +16,7 @@ import numpy as np
 from magma.codecs import MarkTrace, normalize_point, render_traces
 from magma.marks import Mark
 
+from data_pipeline.skips import SkipItem
 from data_pipeline.tracking import Backend, grid_queries, track
 
 
@@ -35,12 +36,8 @@ class TomParams:
     mark_radius: int = 6
 
 
-class TomSkip(ValueError):
+class TomSkip(SkipItem):
     """A clip that yields no trustworthy target; `reason` is a short counted key."""
-
-    def __init__(self, reason: str, message: str = ""):
-        super().__init__(f"{reason}: {message}" if message else reason)
-        self.reason = reason
 
 
 @dataclass

@@ -126,3 +126,23 @@ class ThreadBatcher:
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout)
+
+
+class BatchedEngine:
+    """What every engine shares: requests go through one ThreadBatcher (`self._batcher`) that
+    calls the engine's own `_run_batch`."""
+
+    _batcher: ThreadBatcher
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return self._batcher.batch_sizes
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        return await self._batcher.generate(requests)
+
+    def generate_sync(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        return self._batcher.generate_sync(requests)
+
+    def close(self) -> None:
+        self._batcher.close()

@@ -17,7 +17,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from magma.action_tokenizer import N_ACTION_BINS, action_token
 from magma.checkpoint import load_checkpoint
-from serve.engines.base import GenerationOutput, GenerationRequest, ThreadBatcher
+from serve.engines.base import BatchedEngine, GenerationOutput, GenerationRequest, ThreadBatcher
 
 
 class ActionLogitsProcessor(LogitsProcessor):
@@ -48,7 +48,7 @@ def action_id_range(tokenizer) -> range:
     return range(first, last + 1)
 
 
-class HFEngine:
+class HFEngine(BatchedEngine):
     """`generate(requests)` over a transformers MagmaForCausalLM, batched across callers.
 
     naive=True runs each request alone through `model.generate` with no constraint, waiting
@@ -79,19 +79,6 @@ class HFEngine:
     def from_checkpoint(cls, folder: str | Path, **kwargs) -> "HFEngine":
         model, processor, _ = load_checkpoint(folder)
         return cls(model, processor, **kwargs)
-
-    @property
-    def batch_sizes(self) -> list[int]:
-        return self._batcher.batch_sizes
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        return await self._batcher.generate(requests)
-
-    def generate_sync(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        return self._batcher.generate_sync(requests)
-
-    def close(self) -> None:
-        self._batcher.close()
 
     # ------------------------------------------------------------------ decoding
     def _encode(self, requests: Sequence[GenerationRequest]):

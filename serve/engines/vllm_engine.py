@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
 
-from serve.engines.base import GenerationOutput, GenerationRequest, ThreadBatcher
+from serve.engines.base import BatchedEngine, GenerationOutput, GenerationRequest, ThreadBatcher
 
 
 def _project_cache_env() -> None:
@@ -23,7 +22,7 @@ def _project_cache_env() -> None:
     os.environ.setdefault("TMPDIR", str(root / "tmp"))
 
 
-class VLLMEngine:
+class VLLMEngine(BatchedEngine):
     name = "vllm"
 
     def __init__(self, llm, max_batch: int = 16, max_wait_s: float = 0.005):
@@ -51,10 +50,6 @@ class VLLMEngine:
                   enforce_eager=True, seed=0, limit_mm_per_prompt={"image": 8}, **llm_kwargs)
         return cls(llm, max_batch=max_batch)
 
-    @property
-    def batch_sizes(self) -> list[int]:
-        return self._batcher.batch_sizes
-
     def _params(self, r: GenerationRequest):
         if r.constrain_to_actions:
             return self._SamplingParams(temperature=0.0, max_tokens=r.max_new_tokens, min_tokens=r.max_new_tokens,
@@ -78,14 +73,8 @@ class VLLMEngine:
             results.append(GenerationOutput(ids, self.tokenizer.decode(ids, skip_special_tokens=False), reason))
         return results
 
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        return await self._batcher.generate(requests)
-
-    def generate_sync(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        return self._batcher.generate_sync(requests)
-
     def close(self) -> None:
-        self._batcher.close()
+        super().close()
         shutdown = getattr(getattr(self.llm, "llm_engine", None), "shutdown", None)
         if callable(shutdown):
             shutdown()
