@@ -44,7 +44,7 @@ FULL = Plan(
     miniwob_tasks=["click-button", "click-link", "click-tab", "click-test-2", "click-dialog-2",
                    "focus-text-2"],
     metaworld_tasks=["reach-v3", "button-press-v3"],
-    miniwob_train_episodes=60, metaworld_train_episodes=15,
+    miniwob_train_episodes=60, metaworld_train_episodes=30,
     train_config="configs/train/quickstart.yaml", eval_config="configs/eval/quickstart.yaml")
 
 FAST = Plan(

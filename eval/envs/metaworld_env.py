@@ -26,7 +26,12 @@ INSTRUCTIONS = {
 # Step caps well above the experts' episode lengths (measured 40-120 steps), below Meta-World's 500.
 MAX_STEPS = {"reach-v3": 150, "push-v3": 200, "pick-place-v3": 200, "button-press-v3": 150,
              "drawer-open-v3": 150}
-PROPRIO_DIM = 4  # hand xyz + gripper opening: what a real robot reports about itself
+# The policy's state vector: hand xyz, gripper opening, and the goal's offset from the hand
+# (xyz). Meta-World's goal-observable observation carries the goal (its MT1/MT10 policies see
+# it); we give it relative to the hand, a target-relative form a tiny policy maps to actions
+# far sooner than two absolute positions. Without it the goal is only a few red pixels in the
+# image and the quickstart's tiny model stayed at 0/5 on reach-v3 (README, "Meta-World").
+PROPRIO_DIM = 7
 ACTION_DIM = 4
 
 
@@ -158,5 +163,10 @@ class MetaWorldEnv:
 
     def _observation(self) -> RobotObservation:
         assert self._state is not None
-        return RobotObservation(self._render(), self._state[:PROPRIO_DIM].astype(np.float32),
-                                self.instruction)
+        return RobotObservation(self._render(), self.state_vector(), self.instruction)
+
+    def state_vector(self) -> np.ndarray:
+        """[hand x, y, z, gripper, goal - hand x, y, z] (PROPRIO_DIM floats)."""
+        assert self._state is not None
+        hand, gripper, goal = self._state[0:3], self._state[3:4], self._state[36:39]
+        return np.concatenate([hand, gripper, goal - hand]).astype(np.float32)

@@ -46,14 +46,16 @@ def test_miniwob_crashed_browser_is_a_failure_with_reason_then_recovers():
 def test_metaworld_reach_expert_on_heldout_goals(tmp_path):
     pytest.importorskip("metaworld")
     from eval.cli import main
-    from eval.envs.metaworld_env import MetaWorldEnv
+    from eval.envs.metaworld_env import PROPRIO_DIM, MetaWorldEnv
     from eval.closed_loop import RobotExpertAgent, run_robot_episode
 
     with MetaWorldEnv("reach-v3", image_size=64) as env:
         obs = env.reset(1_000_000)
         goal_a = env.goal
         assert obs.image.shape == (64, 64, 3) and obs.image.dtype == np.uint8
-        assert obs.proprio.shape == (4,)
+        assert obs.proprio.shape == (PROPRIO_DIM,)
+        # the state's goal offset is the goal seen from the hand
+        np.testing.assert_allclose(obs.proprio[:3] + obs.proprio[4:7], goal_a, atol=1e-5)
         # upright: the table (bright wood) is in the lower half of the corner view
         assert obs.image[40:].mean() > obs.image[:10].mean()
         recs = [run_robot_episode(env, RobotExpertAgent(env), s, "heldout")[0]
