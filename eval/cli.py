@@ -4,6 +4,7 @@
   magma eval record --env miniwob|metaworld --tasks a,b --episodes N --split train --out DIR
   magma eval report RUN_DIR [--training-metrics metrics.jsonl]
   magma eval offline --checkpoint DIR --shards DIR [--split heldout] [--max-samples N]
+  magma eval ablation --episodes RUN/episodes --out DIR [--steps N]   (SoM/ToM ablation)
 """
 from __future__ import annotations
 
@@ -225,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         return main_record(argv[1:])
     if argv and argv[0] == "report":
         return main_report(argv[1:])
+    if argv and argv[0] == "ablation":
+        from eval.ablation import main as main_ablation
+        return main_ablation(argv[1:])
     return main_eval(argv)
 
 

@@ -1,0 +1,130 @@
+"""`magma eval ablation`: the small-scale version of Magma's SoM/ToM ablation.
+
+Two pretraining runs on the same recorded demonstrations with the same budget (steps, batch,
+ranks, learning rate), scored by the same closed-loop suite on held-out seeds:
+
+    actions only      : UI action + robot action targets
+    + SoM + ToM       : the same, plus Set-of-Mark grounding/referring samples on the screens
+                        and Trace-of-Mark trace samples on the robot clips (the quickstart mix)
+
+    magma eval ablation --episodes runs/latest/episodes --out runs/latest/ablation --steps 300
+
+Writes `<out>/ablation.json` and `<out>/ablation.md` (success per task for both arms, with
+95% intervals). Each arm's stages log to `<out>/<arm>/logs/`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from eval.quickstart import ROOT, StageFailed, _magma, run_stage, stage_env
+
+ARMS = {
+    # name: (miniwob som_per_step, robot ToM traces)
+    "actions_only": (0, False),
+    "actions_som_tom": (1, True),
+}
+DEFAULT_EVAL = "configs/eval/ablation.yaml"
+
+
+def _mix(base: Path, som_per_step: int, tom: bool) -> dict:
+    """The quickstart's data mix with SoM / ToM targets switched on or off."""
+    mix = yaml.safe_load(base.read_text())
+    mix["name"] = f"{mix['name']}-som{som_per_step}-tom{int(tom)}"
+    for src in mix["sources"]:
+        if src["type"] == "miniwob_episodes":
+            src["params"]["som_per_step"] = som_per_step
+        elif src["type"] == "robot_episodes":
+            src["params"]["tom"] = tom
+    return mix
+
+
+def run_arm(name: str, episodes: Path, out: Path, steps: int, eval_config: str,
+            timings: dict[str, float]) -> dict:
+    som, tom = ARMS[name]
+    arm = out / name
+    arm.mkdir(parents=True, exist_ok=True)
+    mix_path = arm / "data.yaml"
+    mix_path.write_text(yaml.safe_dump(_mix(ROOT / "configs/data/quickstart.yaml", som, tom)))
+    run_stage(f"{name} shards", _magma() + ["data", "build", "--config", str(mix_path),
+                                            "--out", str(arm / "shards"),
+                                            "--set", f"EPISODES={episodes}"], arm, timings)
+    env = stage_env()
+    env["OMP_NUM_THREADS"] = "1"
+    train = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             "-m", "train", "--config", "configs/train/quickstart.yaml"]
+    for o in (f"run_dir={arm / 'train'}", f"data.shards={arm / 'shards'}", f"max_steps={steps}",
+              f"checkpoint.every={steps}"):
+        train += ["--set", o]
+    run_stage(f"{name} train", train, arm, timings, env=env)
+    run_stage(f"{name} eval", _magma() + ["eval", "--config", eval_config, "--checkpoint",
+                                          str(arm / "train" / "final"), "--out", str(arm / "eval")],
+              arm, timings)
+    manifest = json.loads((arm / "shards" / "manifest.json").read_text())
+    return {"results": json.loads((arm / "eval" / "results.json").read_text()),
+            "samples_by_kind": manifest.get("counts_by_kind", {})}
+
+
+def table(arms: dict[str, dict], steps: int) -> str:
+    names = list(arms)
+    lines = [f"# SoM/ToM ablation at equal budget ({steps} steps, global batch 16, 2 CPU ranks)", "",
+             "| env | task | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    envs = sorted({(env, task) for a in arms.values() for env, tasks in a["results"].items()
+                   if isinstance(tasks, dict) for task in tasks})
+    for env, task in envs:
+        cells = []
+        for n in names:
+            r = arms[n]["results"].get(env, {}).get(task)
+            cells.append("-" if r is None else
+                         f"{r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] (n={r['episodes']})")
+        lines.append(f"| {env} | {task} | " + " | ".join(cells) + " |")
+    lines += ["", "Training samples by target kind: " + "; ".join(
+        f"{n}: {arms[n]['samples_by_kind']}" for n in names)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="magma eval ablation", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--episodes", type=Path, required=True,
+                   help="recorded demonstrations (a quickstart run's episodes/ folder)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=300, help="training steps for each arm")
+    p.add_argument("--eval-config", default=DEFAULT_EVAL)
+    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ", ".join(ARMS))
+    args = p.parse_args(argv)
+    if not (args.episodes / "miniwob").is_dir() or not (args.episodes / "metaworld").is_dir():
+        print(f"magma eval ablation: {args.episodes} needs miniwob/ and metaworld/ episode folders "
+              "(run `magma quickstart` first and pass RUN/episodes)", file=sys.stderr)
+        return 2
+    arms_wanted = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in arms_wanted if a not in ARMS]
+    if unknown:
+        print(f"magma eval ablation: unknown arm(s) {unknown}; choose from {list(ARMS)}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    arms: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    try:
+        for name in arms_wanted:
+            arms[name] = run_arm(name, args.episodes.resolve(), args.out.resolve(), args.steps,
+                                 args.eval_config, timings)
+    except StageFailed as exc:
+        print(f"magma eval ablation: {exc}", file=sys.stderr)
+        return 1
+    md = table(arms, args.steps)
+    (args.out / "ablation.md").write_text(md)
+    (args.out / "ablation.json").write_text(json.dumps(
+        {"steps": args.steps, "arms": arms, "timings_s": timings}, indent=1))
+    print(md + f"\nablation done in {time.perf_counter() - t0:.0f} s: {args.out / 'ablation.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
