@@ -53,7 +53,7 @@ def run_arm(name: str, episodes: Path, out: Path, steps: int, eval_config: str,
     mix_path.write_text(yaml.safe_dump(_mix(ROOT / "configs/data/quickstart.yaml", som, tom)))
     run_stage(f"{name} shards", _magma() + ["data", "build", "--config", str(mix_path),
                                             "--out", str(arm / "shards"),
-                                            "--set", f"EPISODES={episodes}"], arm, timings)
+                                            "--set", f"EPISODES={episodes}"], arm, timings, tag="ablation")
     env = stage_env()
     env["OMP_NUM_THREADS"] = "1"
     train = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -61,10 +61,10 @@ def run_arm(name: str, episodes: Path, out: Path, steps: int, eval_config: str,
     for o in (f"run_dir={arm / 'train'}", f"data.shards={arm / 'shards'}", f"max_steps={steps}",
               f"checkpoint.every={steps}"):
         train += ["--set", o]
-    run_stage(f"{name} train", train, arm, timings, env=env)
+    run_stage(f"{name} train", train, arm, timings, env=env, tag="ablation")
     run_stage(f"{name} eval", _magma() + ["eval", "--config", eval_config, "--checkpoint",
                                           str(arm / "train" / "final"), "--out", str(arm / "eval")],
-              arm, timings)
+              arm, timings, tag="ablation")
     manifest = json.loads((arm / "shards" / "manifest.json").read_text())
     return {"results": json.loads((arm / "eval" / "results.json").read_text()),
             "samples_by_kind": manifest.get("counts_by_kind", {})}

@@ -75,10 +75,10 @@ def stage_env() -> dict[str, str]:
 
 
 def run_stage(name: str, cmd: list[str], run: Path, timings: dict[str, float],
-              env: dict[str, str] | None = None) -> None:
+              env: dict[str, str] | None = None, tag: str = "quickstart") -> None:
     log = run / "logs" / f"{name.replace(' ', '_')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"\n[quickstart] == {name} ==  $ {' '.join(cmd)}\n[quickstart]    log: {log}", flush=True)
+    print(f"\n[{tag}] == {name} ==  $ {' '.join(cmd)}\n[{tag}]    log: {log}", flush=True)
     t0 = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env or stage_env(), stdout=subprocess.PIPE,
@@ -90,7 +90,7 @@ def run_stage(name: str, cmd: list[str], run: Path, timings: dict[str, float],
                 print("    " + line.rstrip()[:200], flush=True)
         rc = proc.wait()
     timings[name] = time.perf_counter() - t0
-    print(f"[quickstart]    {name}: {timings[name]:.0f} s", flush=True)
+    print(f"[{tag}]    {name}: {timings[name]:.0f} s", flush=True)
     if rc != 0:
         tail = log.read_text().splitlines()[-15:]
         raise StageFailed(f"stage '{name}' failed (exit {rc}); last lines of {log}:\n  " +
