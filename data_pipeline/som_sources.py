@@ -253,7 +253,8 @@ class UIAnnotationsSource(SourceType):
 @register_source("miniwob_episodes")
 class MiniWoBEpisodesSource(SourceType):
     """Episodes in the magma.episode format (env miniwob): each step -> a UI action sample on
-    the marked screen (+ params.som_per_step grounding/referring/point/box samples)."""
+    the marked screen (+ params.som_per_step grounding/referring/point/box samples;
+    params.actions: false leaves the action samples out)."""
 
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
         root = _require_path(cfg)
@@ -276,6 +277,8 @@ class MiniWoBEpisodesSource(SourceType):
         if not ep.steps:
             raise SkipItem("no steps", folder)
         som_per_step = int(cfg.params.get("som_per_step", 1))
+        # actions: false makes a SoM-only source of the same episodes (weighted on its own)
+        emit_actions = bool(cfg.params.get("actions", True))
         rng = seeded_rng(cfg.name, item.item_id)
         meta = {"split": ep.meta.split, "task": ep.meta.task, "env": ep.meta.env}
         common = {"dataset": str(cfg.params.get("dataset", ep.meta.env)), "episode": ep.meta.episode_id}
@@ -298,8 +301,10 @@ class MiniWoBEpisodesSource(SourceType):
             if action is None:
                 dropped["action target not marked"] += 1
             else:
-                samples.append(ui_action_sample(marked, ep.meta.instruction, marks, history, action,
-                                                "som/miniwob", step_meta, frame=t, **common))
+                if emit_actions:
+                    samples.append(ui_action_sample(marked, ep.meta.instruction, marks, history,
+                                                    action, "som/miniwob", step_meta, frame=t,
+                                                    **common))
                 history.append(render_ui_action(action))
             if som_per_step > 0:
                 samples.extend(som_samples(image, marked, marks, "som/miniwob", rng,

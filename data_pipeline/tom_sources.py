@@ -74,6 +74,7 @@ class RobotParams(TomOptions):
     action_stride: int = Field(default=1, ge=1)
     use_proprio: bool = False  # put the state vector in the prompt
     tom: bool = True  # also emit ToM trace samples on clip windows
+    actions: bool = True  # emit the action samples (false: a ToM-only source of the same episodes)
     camera: str | None = None  # LeRobot video key / HDF5 image observation
 
 
@@ -210,7 +211,7 @@ class _RobotSource(SourceType):
         stats = context.get("action_stats", {}).get(ep.dataset)
         if stats is None:
             raise SkipItem("no_action_stats", f"dataset {ep.dataset!r} has no statistics")
-        samples = robot_action_samples(ep, ActionStats(**stats), p)
+        samples = robot_action_samples(ep, ActionStats(**stats), p) if p.actions else []
         if p.tom:
             tom, _ = tom_samples(ep.images, ep.instruction, p, f"tom/{ep.dataset}",
                                  dataset=ep.dataset, episode=ep.episode_id, split=ep.split)

@@ -1,11 +1,13 @@
 """`magma eval ablation`: the small-scale version of Magma's SoM/ToM ablation.
 
-Two pretraining runs on the same recorded demonstrations with the same budget (steps, batch,
+Pretraining runs on the same recorded demonstrations with the same budget (steps, batch,
 ranks, learning rate), scored by the same closed-loop suite on held-out seeds:
 
-    actions only      : UI action + robot action targets
-    + SoM + ToM       : the same, plus Set-of-Mark grounding/referring samples on the screens
-                        and Trace-of-Mark trace samples on the robot clips (the quickstart mix)
+    actions_only     : UI action + robot action targets
+    actions_som_tom  : the same, plus Set-of-Mark grounding/referring samples on the screens and
+                       Trace-of-Mark trace samples on the robot clips, inside each environment's
+                       half of the batches
+    quickstart_mix   : (optional arm) the quickstart's mix, SoM/ToM as lightly weighted sources
 
     magma eval ablation --episodes runs/latest/episodes --out runs/latest/ablation --steps 300
 
@@ -24,33 +26,49 @@ import yaml
 
 from eval.quickstart import ROOT, StageFailed, _magma, run_stage, stage_env
 
+# How each arm changes configs/data/quickstart.yaml. Sources with `actions: false` are the
+# quickstart's separately weighted SoM / ToM sources.
 ARMS = {
-    # name: (miniwob som_per_step, robot ToM traces)
-    "actions_only": (0, False),
-    "actions_som_tom": (1, True),
+    # UI and robot action targets only
+    "actions_only": {"aux_sources": False, "inline_som_tom": False},
+    # + SoM grounding/referring on the screens and ToM traces on the robot clips, inside the
+    # action sources (half of the batches per environment, as the first quickstart mix had)
+    "actions_som_tom": {"aux_sources": False, "inline_som_tom": True},
+    # the quickstart mix as configured (SoM / ToM as separate, lightly weighted sources)
+    "quickstart_mix": {"aux_sources": True, "inline_som_tom": False},
 }
+DEFAULT_ARMS = "actions_only,actions_som_tom"
 DEFAULT_EVAL = "configs/eval/ablation.yaml"
 
 
-def _mix(base: Path, som_per_step: int, tom: bool) -> dict:
-    """The quickstart's data mix with SoM / ToM targets switched on or off."""
+def _mix(base: Path, arm: str) -> dict:
+    """The quickstart's data mix as one arm sees it."""
+    spec = ARMS[arm]
     mix = yaml.safe_load(base.read_text())
-    mix["name"] = f"{mix['name']}-som{som_per_step}-tom{int(tom)}"
+    mix["name"] = f"{mix['name']}-{arm}"
+    sources = []
     for src in mix["sources"]:
-        if src["type"] == "miniwob_episodes":
-            src["params"]["som_per_step"] = som_per_step
-        elif src["type"] == "robot_episodes":
-            src["params"]["tom"] = tom
+        aux = src["params"].get("actions", True) is False
+        if aux:
+            if spec["aux_sources"]:
+                sources.append(src)
+            continue
+        if not spec["aux_sources"]:  # the arm decides SoM / ToM inside the action sources
+            if src["type"] == "miniwob_episodes":
+                src["params"]["som_per_step"] = 1 if spec["inline_som_tom"] else 0
+            elif src["type"] == "robot_episodes":
+                src["params"]["tom"] = spec["inline_som_tom"]
+        sources.append(src)
+    mix["sources"] = sources
     return mix
 
 
 def run_arm(name: str, episodes: Path, out: Path, steps: int, eval_config: str,
             timings: dict[str, float]) -> dict:
-    som, tom = ARMS[name]
     arm = out / name
     arm.mkdir(parents=True, exist_ok=True)
     mix_path = arm / "data.yaml"
-    mix_path.write_text(yaml.safe_dump(_mix(ROOT / "configs/data/quickstart.yaml", som, tom)))
+    mix_path.write_text(yaml.safe_dump(_mix(ROOT / "configs/data/quickstart.yaml", name)))
     run_stage(f"{name} shards", _magma() + ["data", "build", "--config", str(mix_path),
                                             "--out", str(arm / "shards"),
                                             "--set", f"EPISODES={episodes}"], arm, timings, tag="ablation")
@@ -96,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=300, help="training steps for each arm")
     p.add_argument("--eval-config", default=DEFAULT_EVAL)
-    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ", ".join(ARMS))
+    p.add_argument("--arms", default=DEFAULT_ARMS, help="comma-separated, from " + ", ".join(ARMS))
     args = p.parse_args(argv)
     if not (args.episodes / "miniwob").is_dir() or not (args.episodes / "metaworld").is_dir():
         print(f"magma eval ablation: {args.episodes} needs miniwob/ and metaworld/ episode folders "

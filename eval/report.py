@@ -211,6 +211,9 @@ def write_report(run_dir: str | Path, results: dict[str, Any], run_info: dict[st
     targets = _targets(results)
     if targets:
         out += ["## Targets", ""] + targets + [""]
+        if any("NOT" in t for t in targets):
+            out += ["Where a target is not met: the best configuration found, what limits it and the "
+                    "SoM/ToM ablation (`magma eval ablation`) are in the README's status section.", ""]
     out += ["## Plots", ""]
     for title, p in plots.items():
         out.append(f"![{title}]({p.relative_to(run_dir)})" if p else f"- {title}: no data")

@@ -1,4 +1,4 @@
-"""The SoM/ToM ablation's plumbing: mixes differ only in the SoM/ToM switches; the table reads
+"""The SoM/ToM ablation's plumbing: arms differ only in the SoM/ToM switches; the table reads
 both arms' results; missing episodes fail with a clear message."""
 from pathlib import Path
 
@@ -7,20 +7,26 @@ from eval.ablation import ARMS, _mix, main, table
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_mixes_switch_only_som_and_tom():
+def test_arms_switch_only_som_and_tom():
     base = ROOT / "configs/data/quickstart.yaml"
-    off, on = _mix(base, *ARMS["actions_only"]), _mix(base, *ARMS["actions_som_tom"])
-    by_type = lambda m: {s["type"]: s["params"] for s in m["sources"]}  # noqa: E731
-    assert by_type(off)["miniwob_episodes"]["som_per_step"] == 0
-    assert by_type(off)["robot_episodes"]["tom"] is False
-    assert by_type(on)["miniwob_episodes"]["som_per_step"] == 1
-    assert by_type(on)["robot_episodes"]["tom"] is True
-    for t in ("miniwob_episodes", "robot_episodes"):  # everything else is the same mix
-        a, b = dict(by_type(off)[t]), dict(by_type(on)[t])
+    arms = {a: _mix(base, a) for a in ARMS}
+    names = lambda m: [s["name"] for s in m["sources"]]  # noqa: E731
+    by_type = lambda m: {s["type"]: s["params"] for s in m["sources"]  # noqa: E731
+                         if s["params"].get("actions", True)}
+    # arms without the separate SoM/ToM sources keep only the action sources
+    assert names(arms["actions_only"]) == names(arms["actions_som_tom"]) == ["miniwob", "metaworld"]
+    assert names(arms["quickstart_mix"]) == ["miniwob", "miniwob_som", "metaworld", "metaworld_tom"]
+    off, on = by_type(arms["actions_only"]), by_type(arms["actions_som_tom"])
+    assert off["miniwob_episodes"]["som_per_step"] == 0 and off["robot_episodes"]["tom"] is False
+    assert on["miniwob_episodes"]["som_per_step"] == 1 and on["robot_episodes"]["tom"] is True
+    for t in ("miniwob_episodes", "robot_episodes"):  # everything else is the same
+        a, b = dict(off[t]), dict(on[t])
         for k in ("som_per_step", "tom"):
             a.pop(k, None), b.pop(k, None)
         assert a == b
-    assert [s["weight"] for s in off["sources"]] == [s["weight"] for s in on["sources"]]
+    # the quickstart's own SoM / ToM sources carry no action samples
+    aux = [s for s in arms["quickstart_mix"]["sources"] if s["params"].get("actions") is False]
+    assert {s["name"] for s in aux} == {"miniwob_som", "metaworld_tom"}
 
 
 def test_table_lists_both_arms_per_task():
