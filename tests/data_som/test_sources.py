@@ -84,3 +84,28 @@ def test_track_and_tom_dispatch_or_say_not_implemented(capsys):
         assert "not implemented yet" in capsys.readouterr().err
     assert main(["bogus"]) == 2
     assert main(["--help"]) == 0
+
+
+def _ui_episode(root, seed: int) -> None:
+    from magma.episode import Episode, EpisodeMeta
+    buttons = [{"ref": 1, "tag": "button", "text": "okay", "left": 2, "top": 60, "width": 40, "height": 20},
+               {"ref": 2, "tag": "button", "text": "next", "left": 50, "top": 60, "width": 40, "height": 20}]
+    Episode(EpisodeMeta(episode_id=f"ep{seed}", env="miniwob", task="click-button",
+                        instruction='Click on the "next" button.', action_space="ui", success=True),
+            images=np.full((1, 100, 100, 3), 200, np.uint8),
+            steps=[{"action": {"op": "click", "ref": 2}, "dom_elements": buttons}]).save(root)
+
+
+@pytest.mark.parametrize("actions, kinds", [(True, {"action", "spatial", "verbal"}),
+                                            (False, {"spatial", "verbal"})])
+def test_miniwob_episodes_actions_switch(tmp_path, actions, kinds):
+    """`actions: false` gives a SoM-only source of the same screens (weighted on its own)."""
+    for seed in (0, 1):
+        _ui_episode(tmp_path / "eps", seed)
+    src = SourceConfig(name="mw", type="miniwob_episodes",
+                       params={"path": str(tmp_path / "eps"), "som_per_step": 1, "actions": actions})
+    m = build_source(src, tmp_path / "out", 16, workers=0, progress=False)
+    samples = samples_of(tmp_path / "out", m)
+    assert {s.primary_kind for s in samples} == kinds
+    acts = [s for s in samples if s.primary_kind == "action"]
+    assert all(s.conversation[-1].content == 'click "next" Mark 1' for s in acts) and len(acts) == 2 * actions

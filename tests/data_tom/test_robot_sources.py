@@ -192,3 +192,14 @@ def test_missing_tracker_skips_the_source_with_the_install_hint(tmp_path: Path, 
     assert manifest["skipped"] == {"tracker_unavailable": 1} and manifest["num_samples"] == 0
     detail = json.loads((tmp_path / "out" / "robot" / "manifest.json").read_text())
     assert "autosegmentor" in detail["skipped_items"][0]["detail"]
+
+
+def test_actions_false_makes_a_tom_only_source(tmp_path: Path) -> None:
+    """The quickstart weights ToM traces on their own: `actions: false` keeps only them."""
+    root = tmp_path / "episodes"
+    for seed in (0, 1):
+        _save_recorder(root, make_episode(seed))
+    manifest = _build(tmp_path, "robot_episodes", root, actions=False)
+    kinds = manifest["counts_by_kind"]
+    assert "action" not in kinds and kinds.get("spatial", 0) >= 1
+    assert all("Predict the next" in s.conversation[0].content for s in _samples(tmp_path / "out"))
