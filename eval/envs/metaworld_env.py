@@ -28,9 +28,9 @@ MAX_STEPS = {"reach-v3": 150, "push-v3": 200, "pick-place-v3": 200, "button-pres
              "drawer-open-v3": 150}
 # The policy's state vector: hand xyz, gripper opening, and the goal's offset from the hand
 # (xyz). Meta-World's goal-observable observation carries the goal (its MT1/MT10 policies see
-# it); we give it relative to the hand, a target-relative form a tiny policy maps to actions
-# far sooner than two absolute positions. Without it the goal is only a few red pixels in the
-# image and the quickstart's tiny model stayed at 0/5 on reach-v3 (README, "Meta-World").
+# it); we give it relative to the hand because the reach expert's action is a clipped multiple
+# of exactly that offset. Without it the goal is only a few red pixels in the image and the
+# quickstart's tiny model stayed at 0/5 on reach-v3 (README, "Meta-World").
 PROPRIO_DIM = 7
 ACTION_DIM = 4
 
