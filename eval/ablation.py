@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from eval.quickstart import ROOT, StageFailed, _magma, run_stage, stage_env
+from eval.quickstart import ROOT, StageFailed, magma_command, run_stage, train_stage
 
 # How each arm changes configs/data/quickstart.yaml. Sources with `actions: false` are the
 # quickstart's separately weighted SoM / ToM sources.
@@ -69,18 +69,13 @@ def run_arm(name: str, episodes: Path, out: Path, steps: int, eval_config: str,
     arm.mkdir(parents=True, exist_ok=True)
     mix_path = arm / "data.yaml"
     mix_path.write_text(yaml.safe_dump(_mix(ROOT / "configs/data/quickstart.yaml", name)))
-    run_stage(f"{name} shards", _magma() + ["data", "build", "--config", str(mix_path),
+    run_stage(f"{name} shards", magma_command() + ["data", "build", "--config", str(mix_path),
                                             "--out", str(arm / "shards"),
                                             "--set", f"EPISODES={episodes}"], arm, timings, tag="ablation")
-    env = stage_env()
-    env["OMP_NUM_THREADS"] = "1"
-    train = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-             "-m", "train", "--config", "configs/train/quickstart.yaml"]
-    for o in (f"run_dir={arm / 'train'}", f"data.shards={arm / 'shards'}", f"max_steps={steps}",
-              f"checkpoint.every={steps}"):
-        train += ["--set", o]
-    run_stage(f"{name} train", train, arm, timings, env=env, tag="ablation")
-    run_stage(f"{name} eval", _magma() + ["eval", "--config", eval_config, "--checkpoint",
+    train_stage(f"{name} train", "configs/train/quickstart.yaml",
+                [f"run_dir={arm / 'train'}", f"data.shards={arm / 'shards'}", f"max_steps={steps}",
+                 f"checkpoint.every={steps}"], arm, timings, tag="ablation")
+    run_stage(f"{name} eval", magma_command() + ["eval", "--config", eval_config, "--checkpoint",
                                           str(arm / "train" / "final"), "--out", str(arm / "eval")],
               arm, timings, tag="ablation")
     manifest = json.loads((arm / "shards" / "manifest.json").read_text())

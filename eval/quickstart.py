@@ -58,8 +58,20 @@ class StageFailed(RuntimeError):
     pass
 
 
-def _magma() -> list[str]:
+def magma_command() -> list[str]:
     return [sys.executable, "-m", "magma.cli"]
+
+
+def train_stage(name: str, config: str, overrides: list[str], run: Path,
+                timings: dict[str, float], ranks: int = 2, tag: str = "quickstart") -> None:
+    """`train` on `ranks` CPU ranks through torchrun (one thread each: the ranks share the cores)."""
+    env = stage_env()
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={ranks}", "-m", "train", "--config", config]
+    for o in overrides:
+        cmd += ["--set", o]
+    run_stage(name, cmd, run, timings, env=env, tag=tag)
 
 
 def stage_env() -> dict[str, str]:
@@ -106,7 +118,7 @@ def _free_port() -> int:
 def start_server(checkpoint: Path, run: Path, timings: dict[str, float]) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     log = run / "logs" / "serve.log"
-    cmd = _magma() + ["serve", "--checkpoint", str(checkpoint), "--engine", "hf",
+    cmd = magma_command() + ["serve", "--checkpoint", str(checkpoint), "--engine", "hf",
                       "--host", "127.0.0.1", "--port", str(port)]
     print(f"\n[quickstart] == serve ==  $ {' '.join(cmd)}\n[quickstart]    log: {log}", flush=True)
     t0 = time.perf_counter()
@@ -188,27 +200,22 @@ def main(argv: list[str] | None = None) -> int:
     episodes = run / "episodes"
     server = None
     try:
-        run_stage("record miniwob", _magma() + [
+        run_stage("record miniwob", magma_command() + [
             "eval", "record", "--env", "miniwob", "--tasks", ",".join(plan.miniwob_tasks),
             "--episodes", str(plan.miniwob_train_episodes), "--split", "train",
             "--out", str(episodes / "miniwob")], run, timings)
-        run_stage("record metaworld", _magma() + [
+        run_stage("record metaworld", magma_command() + [
             "eval", "record", "--env", "metaworld", "--tasks", ",".join(plan.metaworld_tasks),
             "--episodes", str(plan.metaworld_train_episodes), "--split", "train",
             "--out", str(episodes / "metaworld")], run, timings)
-        run_stage("build shards", _magma() + [
+        run_stage("build shards", magma_command() + [
             "data", "build", "--config", "configs/data/quickstart.yaml", "--out", str(run / "shards"),
             "--set", f"EPISODES={episodes}"], run, timings)
-        env = stage_env()
-        env["OMP_NUM_THREADS"] = "1"
-        overrides = [f"run_dir={run / 'train'}", f"data.shards={run / 'shards'}", *plan.train_overrides]
-        train_cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                     f"--nproc_per_node={plan.ranks}", "-m", "train", "--config", plan.train_config]
-        for o in overrides:
-            train_cmd += ["--set", o]
-        run_stage("train", train_cmd, run, timings, env=env)
+        train_stage("train", plan.train_config,
+                    [f"run_dir={run / 'train'}", f"data.shards={run / 'shards'}", *plan.train_overrides],
+                    run, timings, ranks=plan.ranks)
         server, url = start_server(run / "train" / "final", run, timings)
-        run_stage("eval", _magma() + ["eval", "--config", plan.eval_config, "--server", url,
+        run_stage("eval", magma_command() + ["eval", "--config", plan.eval_config, "--server", url,
                                       "--out", str(run / "eval"),
                                       "--training-metrics", str(run / "train" / "metrics.jsonl")],
                   run, timings)
