@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_pipeline.shards import build_source
-from data_pipeline.som_synthetic import synthetic_image
-from data_pipeline.sources import SourceConfig
+from data_pipeline.build.writer import build_source
+from data_pipeline.som.synthetic import synthetic_image
+from data_pipeline.build.registry import SourceConfig
 
 PAGES = Path(__file__).resolve().parents[1] / "tests" / "data_som" / "pages"
 

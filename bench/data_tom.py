@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "data_tom")]
 
-from data_pipeline.tom import TomParams, trace_of_mark  # noqa: E402
-from data_pipeline.tracking import grid_queries, track  # noqa: E402
+from data_pipeline.tom.traces import TomParams, trace_of_mark  # noqa: E402
+from data_pipeline.tom.tracking import grid_queries, track  # noqa: E402
 from tom_synth import synthetic_clip  # noqa: E402
 
 CAMERAS = [{}, {"pan": (1.5, 0.8)}, {"pan": (1.0, -0.5), "zoom": 0.01}]

@@ -73,7 +73,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from serve.client import encode_image
+    from serve.client.http import encode_image
     from serve.engines.hf import HFEngine
     from serve.policy import Policy
 

@@ -3,7 +3,7 @@
     magma data som --input FILE_OR_DIR_OR_URL --out DIR [--viewport 1280x800] [--style box|dot]
     magma data build --config configs/data/MIX.yaml --out DIR [--workers N] [--set VAR=VALUE]
     magma data inspect SHARD_OR_BUILD_DIR [--num 4] [--sheet contact.png]
-    magma data track|tom ...   (Trace-of-Mark; data_pipeline.tom_cli)
+    magma data track|tom ...   (Trace-of-Mark; data_pipeline.tom.cli)
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ SUBCOMMANDS = {
     "som": "mark screens/pages/images: writes <name>.png, <name>.marked.png, <name>.marks.json",
     "build": "build WebDataset shards + manifest.json from a data mix config (resumable)",
     "inspect": "print a few samples of a shard or build folder and write a contact sheet PNG",
-    "track": "Trace-of-Mark point tracking on videos (data_pipeline.tom_cli)",
-    "tom": "Trace-of-Mark samples from videos/episodes (data_pipeline.tom_cli)",
+    "track": "Trace-of-Mark point tracking on videos (data_pipeline.tom.cli)",
+    "tom": "Trace-of-Mark samples from videos/episodes (data_pipeline.tom.cli)",
 }
 
 
@@ -29,9 +29,9 @@ def _error(msg: str, code: int = 2) -> int:
 
 def _dispatch_tom(name: str, argv: list[str]) -> int:
     try:
-        module = importlib.import_module("data_pipeline.tom_cli")
+        module = importlib.import_module("data_pipeline.tom.cli")
     except ModuleNotFoundError as exc:
-        if exc.name == "data_pipeline.tom_cli":
+        if exc.name == "data_pipeline.tom.cli":
             return _error(f"'{name}' is not implemented yet (data_pipeline/tom_cli.py is missing)", 3)
         raise
     return int(getattr(module, f"main_{name}")(argv) or 0)
@@ -88,7 +88,7 @@ def _inspect_parser() -> argparse.ArgumentParser:
 
 def main_som(argv: list[str]) -> int:
     args = _som_parser().parse_args(argv)
-    from data_pipeline.som_cli import run_som
+    from data_pipeline.som.cli import run_som
     return run_som(args.input, args.out, viewport=args.viewport, style=args.style,
                    max_marks=args.max_marks, sam_checkpoint=args.sam_checkpoint,
                    progress=not args.quiet)
@@ -96,8 +96,8 @@ def main_som(argv: list[str]) -> int:
 
 def main_build(argv: list[str]) -> int:
     args = _build_parser().parse_args(argv)
-    from data_pipeline.mix_config import MixConfigError, load_mix_config, parse_set_args
-    from data_pipeline.shards import BuildError, build_mix
+    from data_pipeline.build.mix_config import MixConfigError, load_mix_config, parse_set_args
+    from data_pipeline.build.writer import BuildError, build_mix
     try:
         mix = load_mix_config(args.config, parse_set_args(args.variables))
         manifest = build_mix(mix, args.out, workers=args.workers, overwrite=args.overwrite,
@@ -114,7 +114,7 @@ def main_build(argv: list[str]) -> int:
 
 def main_inspect(argv: list[str]) -> int:
     args = _inspect_parser().parse_args(argv)
-    from data_pipeline.inspect_shards import inspect_path
+    from data_pipeline.build.inspect import inspect_path
     try:
         return inspect_path(args.path, args.num, args.sheet)
     except (FileNotFoundError, ValueError) as exc:

@@ -11,10 +11,10 @@ Set-of-Mark:
 """
 from __future__ import annotations
 
-from data_pipeline.dom_marks import marks_from_dom_elements, reading_order
-from data_pipeline.mark_rendering import layout_labels, mark_table, render_marks
-from data_pipeline.page_capture import CaptureError, PageCapturer, capture_page, close_shared_capturer
-from data_pipeline.region_proposals import ProposalBackendError, propose_marks
+from data_pipeline.som.dom_marks import marks_from_dom_elements, reading_order
+from data_pipeline.som.rendering import layout_labels, mark_table, render_marks
+from data_pipeline.som.page_capture import CaptureError, PageCapturer, capture_page, close_shared_capturer
+from data_pipeline.som.region_proposals import ProposalBackendError, propose_marks
 
 __all__ = [
     "marks_from_dom_elements", "reading_order", "propose_marks", "render_marks", "layout_labels",
@@ -25,10 +25,10 @@ __all__ = [
 #   track_points(frames, queries, backend="lk"|"cotracker") -> (tracks [T,N,2], visible [T,N])
 #   trace_of_mark(frames, params=TomParams(), backend="lk") -> TomResult (marks, traces, ...)
 #   render_traces(image, tracks, marks, mark_tracks=None) -> image with marks + trace polylines
-from data_pipeline.tom import TomParams, TomResult, TomSkip, draw_point_marks, trace_of_mark  # noqa: E402
-from data_pipeline.tom import render_trace_overlay as render_traces  # noqa: E402
-from data_pipeline.tracking import TrackerUnavailable, grid_queries  # noqa: E402
-from data_pipeline.tracking import track as track_points  # noqa: E402
+from data_pipeline.tom.traces import TomParams, TomResult, TomSkip, draw_point_marks, trace_of_mark  # noqa: E402
+from data_pipeline.tom.traces import render_trace_overlay as render_traces  # noqa: E402
+from data_pipeline.tom.tracking import TrackerUnavailable, grid_queries  # noqa: E402
+from data_pipeline.tom.tracking import track as track_points  # noqa: E402
 
 __all__ += ["track_points", "grid_queries", "trace_of_mark", "render_traces", "draw_point_marks",
             "TomParams", "TomResult", "TomSkip", "TrackerUnavailable"]

@@ -95,7 +95,7 @@ def _apply_overrides(cfg: EvalConfig, args: argparse.Namespace) -> EvalConfig:
 def make_backend(cfg: EvalConfig) -> tuple[Any, str]:
     """-> (object with .act(dict), description). HTTP client when a server is given."""
     if cfg.policy.server:
-        from serve.client import PolicyClient
+        from serve.client.http import PolicyClient
         from eval.closed_loop import PolicyUnavailable
 
         client = PolicyClient(cfg.policy.server, token=cfg.policy.token, timeout=cfg.policy.timeout_s)

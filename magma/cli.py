@@ -16,7 +16,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "train": ("train.cli", "pretrain or fine-tune on shards (DeepSpeed, CPU or GPU)"),
     "serve": ("serve.cli", "policy server (hf or vLLM engine) for robots and browser agents"),
     "eval": ("eval.cli", "closed-loop evaluation on MiniWoB++ and Meta-World, offline metrics"),
-    "demo": ("serve.demo_cli", "Gradio demo (Set-of-Mark, Trace-of-Mark, agent, live)"),
+    "demo": ("serve.demo.cli", "Gradio demo (Set-of-Mark, Trace-of-Mark, agent, live)"),
     "quickstart": ("eval.quickstart", "end to end: demos -> shards -> train -> serve -> eval"),
 }
 

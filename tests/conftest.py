@@ -40,6 +40,6 @@ def _close_shared_page_capturer():
     so later modules (browser agent, demo) can start their own."""
     yield
     import sys
-    page_capture = sys.modules.get("data_pipeline.page_capture")
+    page_capture = sys.modules.get("data_pipeline.som.page_capture")
     if page_capture is not None:
         page_capture.close_shared_capturer()

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from data_pipeline.dom_marks import box_iou, element_role, reading_order
+from data_pipeline.som.dom_marks import box_iou, element_role, reading_order
 from data_pipeline.perception import marks_from_dom_elements
-from data_pipeline.som_synthetic import synthetic_screen
+from data_pipeline.som.synthetic import synthetic_screen
 
 
 def el(ref, tag, left, top, width, height, text="", classes="", leaf=1):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.dom_marks import box_iou
-from data_pipeline.mark_rendering import layout_labels, render_marks
+from data_pipeline.som.dom_marks import box_iou
+from data_pipeline.som.rendering import layout_labels, render_marks
 
 pytestmark = pytest.mark.browser
 PAGES = Path(__file__).parent / "pages"
@@ -38,7 +38,7 @@ def expectations(page: str) -> _Expectations:
 
 @pytest.fixture(scope="module")
 def capturer():
-    from data_pipeline.page_capture import PageCapturer
+    from data_pipeline.som.page_capture import PageCapturer
     c = PageCapturer()
     yield c
     c.close()
@@ -104,7 +104,7 @@ def test_labels_never_overlap_and_stay_inside(capturer, style):
 
 
 def test_failed_page_raises_capture_error_with_reason(capturer, tmp_path):
-    from data_pipeline.page_capture import CaptureError
+    from data_pipeline.som.page_capture import CaptureError
     with pytest.raises(CaptureError) as e:
         capturer.capture(tmp_path / "missing.html")
     assert e.value.reason == "page failed to load"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from magma.marks import Mark
-from data_pipeline.dom_marks import box_iou
-from data_pipeline.mark_rendering import PALETTE, layout_labels, text_colour
+from data_pipeline.som.dom_marks import box_iou
+from data_pipeline.som.rendering import PALETTE, layout_labels, text_colour
 from data_pipeline.perception import propose_marks, render_marks
 
 
@@ -101,7 +101,7 @@ def test_som_cli_writes_marks_screenshot_and_marked_image(tmp_path):
     assert any(t["text"] == "Submit" and t["role"] == "button" for t in table)
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()
-    from data_pipeline.som_synthetic import synthetic_image
+    from data_pipeline.som.synthetic import synthetic_image
     Image.fromarray(synthetic_image(np.random.default_rng(2))).save(img_dir / "a.png")
     (img_dir / "b.png").write_bytes(b"")
     assert main(["som", "--input", str(img_dir), "--out", str(tmp_path / "o"), "-q"]) == 0

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from magma.schema import sample_from_tar_members
-from data_pipeline.mix_config import MixConfigError, load_mix_config
-from data_pipeline.shards import BuildError, build_mix, iter_shard, read_manifest
-from data_pipeline.som_synthetic import synthetic_image, write_synthetic_som_data
+from data_pipeline.build.mix_config import MixConfigError, load_mix_config
+from data_pipeline.build.writer import BuildError, build_mix, iter_shard, read_manifest
+from data_pipeline.som.synthetic import synthetic_image, write_synthetic_som_data
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "data" / "tiny_som.yaml"

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from magma.codecs import is_error, parse_mark, parse_point
-from data_pipeline.shards import build_source, iter_shard
-from data_pipeline.sources import SourceConfig, get_source_type, registered_source_types
+from data_pipeline.build.writer import build_source, iter_shard
+from data_pipeline.build.registry import SourceConfig, get_source_type, registered_source_types
 
 PAGES = Path(__file__).parent / "pages"
 
@@ -63,7 +63,7 @@ def test_html_source_marks_pages_and_counts_failed_ones(tmp_path):
 
 def test_inspect_prints_samples_and_writes_a_contact_sheet(tmp_path, capsys):
     from data_pipeline.cli import main
-    from data_pipeline.som_synthetic import write_synthetic_som_data
+    from data_pipeline.som.synthetic import write_synthetic_som_data
     data = write_synthetic_som_data(tmp_path / "d", n_images=2, n_annotations=1, n_episodes=1)
     src = SourceConfig(name="imgs", type="images", params={"path": str(data / "images")})
     m = build_source(src, tmp_path / "out", 4, workers=0, progress=False)
@@ -79,7 +79,7 @@ def test_inspect_prints_samples_and_writes_a_contact_sheet(tmp_path, capsys):
 def test_track_and_tom_dispatch_or_say_not_implemented(capsys):
     import importlib.util
     from data_pipeline.cli import main
-    if importlib.util.find_spec("data_pipeline.tom_cli") is None:
+    if importlib.util.find_spec("data_pipeline.tom.cli") is None:
         assert main(["track"]) == 3
         assert "not implemented yet" in capsys.readouterr().err
     assert main(["bogus"]) == 2

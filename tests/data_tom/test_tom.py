@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from magma.codecs import denormalize_point, is_error, parse_traces
-from data_pipeline.tom import TomParams, TomSkip, tom_overlay, trace_of_mark
+from data_pipeline.tom.traces import TomParams, TomSkip, tom_overlay, trace_of_mark
 from tom_synth import synthetic_clip
 
 MOVING_CAMERAS = {"pan": {"pan": (1.5, 0.8)}, "pan_zoom": {"pan": (1.0, -0.5), "zoom": 0.01},

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from data_pipeline.tracking import (LKParams, TrackerUnavailable, ensure_backend, grid_queries,
+from data_pipeline.tom.tracking import (LKParams, TrackerUnavailable, ensure_backend, grid_queries,
                                     track, track_cotracker)
 from tom_synth import synthetic_clip
 

@@ -87,7 +87,7 @@ def test_set_of_mark_page_capture(browser_page, shots):
     page.locator("#som-url textarea").fill("https://example.com/")
     page.locator("#som-capture").click()
     status(page, "som-status", "only local pages")
-    page.locator("#som-url textarea").fill(str(ROOT / "serve/demo_assets/live_page.html"))
+    page.locator("#som-url textarea").fill(str(ROOT / "serve/demo/assets/live_page.html"))
     page.locator("#som-capture").click()
     status(page, "som-status", "marks on the page")
     table = page.locator("#som-table").inner_text()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from magma.marks import Mark
-from serve import demo_logic as logic
-from serve.demo_backend import DemoError, RemoteBackend
+from serve.demo import logic
+from serve.demo.backend import DemoError, RemoteBackend
 from tests.demo.conftest import ROOT, moving_square_video, screenshot_like
 
 SMALL = logic.DemoLimits(max_upload_mb=0.05, max_video_seconds=1.0, max_video_frames=20)
@@ -140,7 +140,7 @@ def test_robot_action_units_and_state_parsing():
 
 
 def test_guard_turns_failures_into_status_messages():
-    from serve.demo import guarded
+    from serve.demo.app import guarded
 
     @guarded(3, 2)
     def refuses():
@@ -157,7 +157,7 @@ def test_guard_turns_failures_into_status_messages():
 
 
 def test_remote_backend_turns_server_refusals_into_messages(monkeypatch):
-    from serve.client import PolicyError
+    from serve.client.http import PolicyError
 
     backend = RemoteBackend("http://127.0.0.1:9", timeout=2)
 

@@ -103,7 +103,7 @@ def test_robot_closed_loop_runs_chunks_and_baselines():
 
 
 def test_server_that_stops_answering_fails_clearly():
-    from serve.client import PolicyClient
+    from serve.client.http import PolicyClient
 
     client = PolicyClient("http://127.0.0.1:9", timeout=2.0)  # nothing listens on port 9
     with pytest.raises(PolicyUnavailable, match="stopped answering"):

@@ -21,7 +21,7 @@ class _InProcessClient:
 
 
 def test_remote_policy_executes_chunks_open_loop(policy):
-    from serve.robot_client import RemotePolicy
+    from serve.client.robot import RemotePolicy
 
     agent = RemotePolicy(_InProcessClient(create_app(policy, ServerSettings())), "push the puck",
                          chunk=3, proprio_key="state")
@@ -65,7 +65,7 @@ def test_browser_agent_executes_actions_on_live_page(tmp_path):
         pytest.skip("Debian chromium is not installed")
     from playwright.sync_api import sync_playwright
 
-    from serve.browser_agent import execute, observe, run_agent
+    from serve.client.browser import execute, observe, run_agent
 
     page_file = tmp_path / "page.html"
     page_file.write_text(PAGE)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from serve.client import PolicyClient, encode_image
+from serve.client.http import PolicyClient, encode_image
 
 pytestmark = pytest.mark.slow
 DURATION_S = 20.0

@@ -39,10 +39,10 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from magma.schema import Sample, SampleError, sample_from_tar_members, sample_to_tar_members
-from data_pipeline.mix_config import PIPELINE_VERSION, MixConfig, stable_hash
-from data_pipeline.sources import SkipItem, SourceConfig, WorkItem, get_source_type
+from data_pipeline.build.mix_config import PIPELINE_VERSION, MixConfig, stable_hash
+from data_pipeline.build.registry import SkipItem, SourceConfig, WorkItem, get_source_type
 
-log = logging.getLogger("data_pipeline.shards")
+log = logging.getLogger("data_pipeline.build.writer")
 
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "shard-{:06d}.tar"
@@ -146,7 +146,7 @@ def _run_items(src: SourceConfig, pending: list[tuple[int, WorkItem]], context: 
                items_dir: Path, workers: int, progress: bool, backend: str) -> None:
     init_args = (src.type, src.model_dump_json(), context, str(items_dir))
     if backend == "ray":
-        from data_pipeline.ray_backend import run_with_ray
+        from data_pipeline.build.ray_backend import run_with_ray
         results: Iterator = run_with_ray(_init_worker, _process_one, init_args, pending, workers)
         pool = None
     elif backend == "inline" or workers == 0:

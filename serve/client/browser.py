@@ -3,7 +3,7 @@
 Each step: screenshot + DOM boxes of interactive elements (MiniWoB-style dicts) -> POST
 /v1/act (adapter "ui") -> execute click / type / scroll / select at the returned pixels.
 
-    python -m serve.browser_agent --url file:///tmp/page.html --instruction "click OK" \
+    python -m serve.client.browser --url file:///tmp/page.html --instruction "click OK" \
         --server http://127.0.0.1:8000 [--token T] [--steps 5]
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def execute(page, action: dict[str, Any]) -> tuple[bool, str]:
 
 def run_agent(client, url: str, instruction: str, max_steps: int = 5, viewport=(1280, 800),
               headless: bool = True, stop_on_error: bool = True) -> AgentRun:
-    """Drive a page at `url` with `client` (a serve.client.PolicyClient or anything with .act)."""
+    """Drive a page at `url` with `client` (a serve.client.http.PolicyClient or anything with .act)."""
     from playwright.sync_api import sync_playwright
 
     run = AgentRun()
@@ -104,14 +104,14 @@ def run_agent(client, url: str, instruction: str, max_steps: int = 5, viewport=(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serve.browser_agent", description="Drive a live page with the policy server.")
+    p = argparse.ArgumentParser(prog="python -m serve.client.browser", description="Drive a live page with the policy server.")
     p.add_argument("--url", required=True)
     p.add_argument("--instruction", required=True)
     p.add_argument("--server", default="http://127.0.0.1:8000")
     p.add_argument("--token", default=None)
     p.add_argument("--steps", type=int, default=5)
     args = p.parse_args(argv)
-    from serve.client import PolicyClient, PolicyError
+    from serve.client.http import PolicyClient, PolicyError
 
     try:
         with PolicyClient(args.server, token=args.token) as client:

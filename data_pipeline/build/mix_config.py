@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from magma.config_io import read_yaml_mapping, validate_config
 
-from data_pipeline.sources import SourceConfig
+from data_pipeline.build.registry import SourceConfig
 
 PIPELINE_VERSION = "som-1"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -17,7 +17,7 @@ from data_pipeline import perception
 from magma.codecs import denormalize_point
 from magma.marks import Mark
 from magma.prompts import trace_prompt, verbal_prompt
-from serve.demo_backend import Backend, DemoError
+from serve.demo.backend import Backend, DemoError
 from serve.errors import ServeError
 from serve.images import ImageLimits, decode_image, encode_png_b64
 

@@ -17,7 +17,7 @@ If `prepare` returns {"action_stats": {dataset: ActionStats-as-dict}}, those sta
 merged into the top-level manifest's "action_stats".
 
 `get_source_type(name)` returns a registered instance; importing this module fills the
-registry from `data_pipeline.som_sources` and, when present, `data_pipeline.tom_sources`.
+registry from `data_pipeline.{som,tom,robot}.sources`.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from magma.schema import Sample
 
-from data_pipeline.skips import SkipItem  # noqa: F401  (re-exported: sources raise it)
+from data_pipeline.build.skips import SkipItem  # noqa: F401  (re-exported: sources raise it)
 
 
 class SourceConfig(BaseModel):
@@ -86,7 +86,8 @@ def register_source(type_name: str) -> Callable[[S], S]:
 
 
 def _load_builtin_sources() -> None:
-    for module in ("data_pipeline.som_sources", "data_pipeline.tom_sources"):
+    for module in ("data_pipeline.som.sources", "data_pipeline.tom.sources",
+                   "data_pipeline.robot.sources"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

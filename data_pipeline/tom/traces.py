@@ -16,8 +16,8 @@ import numpy as np
 from magma.codecs import MarkTrace, normalize_point, render_traces
 from magma.marks import Mark
 
-from data_pipeline.skips import SkipItem
-from data_pipeline.tracking import Backend, grid_queries, track
+from data_pipeline.build.skips import SkipItem
+from data_pipeline.tom.tracking import Backend, grid_queries, track
 
 
 @dataclass(frozen=True)

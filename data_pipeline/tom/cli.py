@@ -4,7 +4,7 @@
         -> DIR/<name>.tracks.npz: tracks [T,N,2], visible [T,N], tracks_compensated [T,N,2],
            foreground [N] (+ DIR/<name>.overlay.png with --overlay)
     magma data tom --input VIDEO_OR_EPISODES --out DIR [--chunk H] [--workers N]
-        -> WebDataset shards + manifest.json through the shared writer (data_pipeline.shards)
+        -> WebDataset shards + manifest.json through the shared writer (data_pipeline.build.writer)
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.tracking import TrackerUnavailable, ensure_backend
+from data_pipeline.tom.tracking import TrackerUnavailable, ensure_backend
 
 
 def _error(msg: str, code: int = 2) -> int:
@@ -42,10 +42,10 @@ def main_track(argv: list[str]) -> int:
     args = _track_parser().parse_args(argv)
     from tqdm.auto import tqdm
 
-    from data_pipeline.tom import (TomParams, TomSkip, analyse_motion, check_clip, tom_overlay,
+    from data_pipeline.tom.traces import (TomParams, TomSkip, analyse_motion, check_clip, tom_overlay,
                                    trace_of_mark)
-    from data_pipeline.tracking import grid_queries, track
-    from data_pipeline.video import VideoError, list_videos, read_video
+    from data_pipeline.tom.tracking import grid_queries, track
+    from data_pipeline.tom.video import VideoError, list_videos, read_video
 
     if not args.input.exists():
         return _error(f"--input {args.input} does not exist; give a video file or folder")
@@ -122,8 +122,8 @@ def _tom_parser() -> argparse.ArgumentParser:
 
 
 def detect_input_type(path: Path) -> str | None:
-    from data_pipeline.episodes_io import HDF5_SUFFIXES, is_lerobot_dataset
-    from data_pipeline.video import VIDEO_SUFFIXES, list_videos
+    from data_pipeline.robot.episodes import HDF5_SUFFIXES, is_lerobot_dataset
+    from data_pipeline.tom.video import VIDEO_SUFFIXES, list_videos
     from magma.episode import EPISODE_META
 
     if path.is_file():
@@ -143,9 +143,9 @@ def detect_input_type(path: Path) -> str | None:
 
 def main_tom(argv: list[str]) -> int:
     args = _tom_parser().parse_args(argv)
-    from data_pipeline.mix_config import MixConfig
-    from data_pipeline.shards import BuildError, build_mix
-    from data_pipeline.sources import SourceConfig
+    from data_pipeline.build.mix_config import MixConfig
+    from data_pipeline.build.writer import BuildError, build_mix
+    from data_pipeline.build.registry import SourceConfig
 
     if not args.input.exists():
         return _error(f"--input {args.input} does not exist")

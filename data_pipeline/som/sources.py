@@ -20,14 +20,14 @@ from magma.episode import Episode, iter_episode_dirs
 from magma.marks import Mark
 from magma.prompts import verbal_prompt
 from magma.schema import IMAGE_PLACEHOLDER, Sample, Turn
-from data_pipeline.dom_marks import marks_from_dom_elements, reading_order
-from data_pipeline.image_io import read_image
-from data_pipeline.mark_rendering import mark_table, render_marks
-from data_pipeline.page_capture import CaptureError, shared_capturer
-from data_pipeline.region_proposals import propose_marks
-from data_pipeline.som_samples import (SOM_TASKS, seeded_rng, som_samples, ui_action_from_step,
+from data_pipeline.som.dom_marks import marks_from_dom_elements, reading_order
+from data_pipeline.som.image_io import read_image
+from data_pipeline.som.rendering import mark_table, render_marks
+from data_pipeline.som.page_capture import CaptureError, shared_capturer
+from data_pipeline.som.region_proposals import propose_marks
+from data_pipeline.som.samples import (SOM_TASKS, seeded_rng, som_samples, ui_action_from_step,
                                        ui_action_sample)
-from data_pipeline.sources import SkipItem, SourceConfig, SourceType, WorkItem, register_source
+from data_pipeline.build.registry import SkipItem, SourceConfig, SourceType, WorkItem, register_source
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 

@@ -1,7 +1,7 @@
 """Playwright work for the demo. The sync API is bound to the thread that started it, while
 Gradio runs handlers on a pool of threads, so each browser lives on its own single thread:
 `on_capture_thread` for page captures (data_pipeline's shared capturer) and `LiveSession` for
-the step-by-step browser agent (serve.browser_agent's observe/execute)."""
+the step-by-step browser agent (serve.client.browser's observe/execute)."""
 from __future__ import annotations
 
 import base64
@@ -15,12 +15,12 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 from data_pipeline import perception
-from serve.browser_agent import CHROMIUM, execute, observe
-from serve.demo_backend import Backend, DemoError
-from serve.demo_logic import shorten, draw_click, is_local_target
+from serve.client.browser import CHROMIUM, execute, observe
+from serve.demo.backend import Backend, DemoError
+from serve.demo.logic import shorten, draw_click, is_local_target
 
 T = TypeVar("T")
-ASSETS = Path(__file__).resolve().parent / "demo_assets"
+ASSETS = Path(__file__).resolve().parent / "assets"
 LIVE_PAGE = ASSETS / "live_page.html"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

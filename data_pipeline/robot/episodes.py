@@ -26,8 +26,8 @@ import numpy as np
 from magma.action_tokenizer import ActionStats
 from magma.episode import EPISODE_FRAMES, EPISODE_META, EpisodeMeta, iter_episode_dirs
 
-from data_pipeline.skips import SkipItem
-from data_pipeline.video import VideoError, read_frame_range, write_video
+from data_pipeline.build.skips import SkipItem
+from data_pipeline.tom.video import VideoError, read_frame_range, write_video
 
 
 class EpisodeError(SkipItem):

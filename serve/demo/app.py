@@ -20,9 +20,9 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from magma.marks import Mark  # noqa: E402
-from serve import demo_logic as logic  # noqa: E402
-from serve.demo_backend import Backend, DemoError  # noqa: E402
-from serve.demo_live import LiveSession, on_capture_thread  # noqa: E402
+from serve.demo import logic  # noqa: E402
+from serve.demo.backend import Backend, DemoError  # noqa: E402
+from serve.demo.live import LiveSession, on_capture_thread  # noqa: E402
 
 log = logging.getLogger("magma.demo")
 MARK_HEADERS = ["id", "role", "text", "box (px)", "centre (px)"]

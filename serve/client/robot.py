@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable
 
-from serve.client import PolicyClient, encode_image
+from serve.client.http import PolicyClient, encode_image
 
 
 class RemotePolicy:

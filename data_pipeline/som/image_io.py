@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_pipeline.sources import SkipItem
+from data_pipeline.build.registry import SkipItem
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -13,11 +13,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from magma.marks import Mark
-from data_pipeline.image_io import read_image
-from data_pipeline.mark_rendering import mark_table, render_marks
-from data_pipeline.page_capture import CaptureError, shared_capturer
-from data_pipeline.region_proposals import ProposalBackendError, propose_marks
-from data_pipeline.sources import SkipItem
+from data_pipeline.som.image_io import read_image
+from data_pipeline.som.rendering import mark_table, render_marks
+from data_pipeline.som.page_capture import CaptureError, shared_capturer
+from data_pipeline.som.region_proposals import ProposalBackendError, propose_marks
+from data_pipeline.build.registry import SkipItem
 
 log = logging.getLogger("data_pipeline.som")
 PAGE_SUFFIXES = (".html", ".htm")

@@ -1,5 +1,5 @@
 """The demo's view of a policy: in-process (`serve.policy.Policy`) or a running server
-(`serve.client.PolicyClient`), behind one small interface whose every failure is a
+(`serve.client.http.PolicyClient`), behind one small interface whose every failure is a
 `DemoError` with a message fit for the page."""
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class RemoteBackend:
     """A policy server reached over HTTP (`magma serve`)."""
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 120.0):
-        from serve.client import PolicyClient
+        from serve.client.http import PolicyClient
 
         self.url = url
         self.client = PolicyClient(url, token=token, timeout=timeout)
@@ -79,7 +79,7 @@ class RemoteBackend:
     def _call(self, fn, *args: Any, **kwargs: Any) -> dict:
         import httpx
 
-        from serve.client import PolicyError
+        from serve.client.http import PolicyError
 
         try:
             return fn(*args, **kwargs)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from magma.marks import Mark
-from data_pipeline.dom_marks import box_iou, reading_order
+from data_pipeline.som.dom_marks import box_iou, reading_order
 
 CHROMIUM = "/usr/lib/chromium/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from magma.schema import Sample
-from data_pipeline.shards import MANIFEST, iter_shard, read_manifest
+from data_pipeline.build.writer import MANIFEST, iter_shard, read_manifest
 
 
 def _shards_under(path: Path) -> list[Path]:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from magma.marks import Mark
-from data_pipeline.dom_marks import reading_order
+from data_pipeline.som.dom_marks import reading_order
 
 
 PROPOSAL_SIDE = 512

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
               "--max-video-frames at least 2", file=sys.stderr)
         return 2
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from serve.demo_backend import DemoError, LocalBackend, RemoteBackend
-    from serve.demo_logic import DemoLimits
+    from serve.demo.backend import DemoError, LocalBackend, RemoteBackend
+    from serve.demo.logic import DemoLimits
 
     limits = DemoLimits(max_upload_mb=args.max_upload_mb, max_video_seconds=args.max_video_seconds,
                         max_video_frames=args.max_video_frames)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"magma demo: {exc}", file=sys.stderr)
         return 2
 
-    from serve.demo import build_app, launch
+    from serve.demo.app import build_app, launch
 
     print(f"magma demo: {backend.name} -> http://{args.host}:{args.port}", flush=True)
     try:

@@ -1,0 +1,154 @@
+"""Robot-episode source types for `magma data build`.
+
+    robot_episodes  recorder-format episodes (magma.episode) -> ToM samples + action samples
+    lerobot         a LeRobotDataset v3 folder -> the same samples as robot_episodes
+    hdf5            robomimic / LIBERO HDF5 files -> the same samples as robot_episodes
+
+Robot sources compute per-dataset action statistics in `prepare` (over every readable episode)
+and return them as {"action_stats": {dataset: stats}}; `process` tokenises actions with them.
+Params are validated by `RobotParams` (unknown keys are errors).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from magma.action_tokenizer import ActionStats, ActionTokenizer
+from magma.prompts import robot_action_prompt
+from magma.schema import Sample, Turn
+
+from data_pipeline.build.registry import SkipItem, SourceConfig, SourceType, WorkItem, register_source
+from data_pipeline.robot.episodes import (HDF5_SUFFIXES, EpisodeError, RobotEpisode, action_stats,
+                                          check_episode, list_hdf5_episodes, list_lerobot_episodes,
+                                          list_recorder_episodes, read_hdf5_episode,
+                                          read_lerobot_episode, read_recorder_episode)
+from data_pipeline.tom.sources import (ACTION_VOCAB, TomOptions, existing_path, parse_params, require_backend,
+                                       tom_samples)
+
+
+class RobotParams(TomOptions):
+    path: str
+    dataset: str | None = None  # action-statistics name (default: env / folder / file name)
+    chunk: int = Field(default=1, ge=1)  # H actions per target
+    action_stride: int = Field(default=1, ge=1)
+    use_proprio: bool = False  # put the state vector in the prompt
+    tom: bool = True  # also emit ToM trace samples on clip windows
+    actions: bool = True  # emit the action samples (false: a ToM-only source of the same episodes)
+    camera: str | None = None  # LeRobot video key / HDF5 image observation
+
+
+
+# ---------------------------------------------------------------- robot episodes
+
+class _RobotSource(SourceType):
+    """Shared prepare/process; subclasses list items and read one episode."""
+
+    def read(self, item: WorkItem, p: RobotParams, load_images: bool) -> RobotEpisode:
+        raise NotImplementedError
+
+    def _episode(self, item: WorkItem, p: RobotParams, load_images: bool) -> RobotEpisode:
+        ep = self.read(item, p, load_images)
+        if p.dataset:
+            ep.dataset = p.dataset
+        return check_episode(ep, need_images=load_images)
+
+    def prepare(self, cfg: SourceConfig, items: list[WorkItem]) -> dict[str, Any]:
+        p = parse_params(RobotParams, cfg)
+        by_dataset: dict[str, list[np.ndarray]] = {}
+        for item in items:
+            try:
+                ep = self._episode(item, p, load_images=False)
+            except EpisodeError:
+                continue  # counted when process() meets it
+            by_dataset.setdefault(ep.dataset, []).append(ep.actions)
+        return {"action_stats": {name: asdict(action_stats(acts))
+                                 for name, acts in sorted(by_dataset.items())}}
+
+    def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
+        p = parse_params(RobotParams, cfg)
+        try:
+            ep = self._episode(item, p, load_images=True)
+        except EpisodeError as exc:
+            raise SkipItem(exc.reason, str(exc)) from None
+        stats = context.get("action_stats", {}).get(ep.dataset)
+        if stats is None:
+            raise SkipItem("no_action_stats", f"dataset {ep.dataset!r} has no statistics")
+        samples = robot_action_samples(ep, ActionStats(**stats), p) if p.actions else []
+        if p.tom:
+            tom, _ = tom_samples(ep.images, ep.instruction, p, f"tom/{ep.dataset}",
+                                 dataset=ep.dataset, episode=ep.episode_id, split=ep.split)
+            samples.extend(tom)
+        return samples
+
+
+def robot_action_samples(ep: RobotEpisode, stats: ActionStats, p: RobotParams) -> list[Sample]:
+    """One sample per step t (every `action_stride`): frame t -> actions[t:t+chunk] as tokens."""
+    tok = ActionTokenizer(ACTION_VOCAB, stats)
+    out = []
+    for t in range(0, len(ep.actions) - p.chunk + 1, p.action_stride):
+        proprio = ep.proprio[t].tolist() if (p.use_proprio and ep.proprio is not None) else None
+        out.append(Sample(
+            id=f"act-{t}", images=[np.ascontiguousarray(ep.images[t])],
+            conversation=[Turn("user", robot_action_prompt(ep.instruction, proprio)),
+                          Turn("assistant", tok.render(ep.actions[t:t + p.chunk]), "action")],
+            source=f"robot/{ep.dataset}", dataset=ep.dataset, episode=ep.episode_id, frame=t,
+            meta={"split": ep.split, "chunk": p.chunk}))
+    return out
+
+
+@register_source("robot_episodes")
+class RecorderEpisodesSource(_RobotSource):
+    def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
+        p = parse_params(RobotParams, cfg)
+        root = existing_path(p.path, cfg)
+        if p.tom:
+            require_backend(p, cfg)
+        return [WorkItem(d.name, str(d)) for d in list_recorder_episodes(root)]
+
+    def read(self, item: WorkItem, p: RobotParams, load_images: bool) -> RobotEpisode:
+        return read_recorder_episode(item.payload, load_images=load_images)
+
+
+@register_source("lerobot")
+class LeRobotSource(_RobotSource):
+    def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
+        p = parse_params(RobotParams, cfg)
+        root = existing_path(p.path, cfg)
+        if p.tom:
+            require_backend(p, cfg)
+        try:
+            return [WorkItem(f"episode_{i:06d}", (str(root), i))
+                    for i in list_lerobot_episodes(root)]
+        except EpisodeError as exc:
+            raise SkipItem(exc.reason, str(exc)) from None
+
+    def read(self, item: WorkItem, p: RobotParams, load_images: bool) -> RobotEpisode:
+        root, index = item.payload
+        return read_lerobot_episode(root, index, camera=p.camera, load_images=load_images)
+
+
+@register_source("hdf5")
+class Hdf5Source(_RobotSource):
+    def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
+        p = parse_params(RobotParams, cfg)
+        root = existing_path(p.path, cfg)
+        if p.tom:
+            require_backend(p, cfg)
+        files = [root] if root.is_file() else sorted(
+            f for f in root.rglob("*") if f.suffix.lower() in HDF5_SUFFIXES)
+        items = []
+        for f in files:
+            try:
+                demos = list_hdf5_episodes(f)
+            except EpisodeError:
+                # An unreadable file becomes one item whose processing reports the reason.
+                demos = ["__unreadable__"]
+            items.extend(WorkItem(f"{f.stem}-{d}", (str(f), d)) for d in demos)
+        return items
+
+    def read(self, item: WorkItem, p: RobotParams, load_images: bool) -> RobotEpisode:
+        path, demo = item.payload
+        return read_hdf5_episode(path, demo, camera=p.camera, load_images=load_images)
