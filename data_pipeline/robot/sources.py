@@ -6,6 +6,9 @@
 
 Robot sources compute per-dataset action statistics in `prepare` (over every readable episode)
 and return them as {"action_stats": {dataset: stats}}; `process` tokenises actions with them.
+A source that emits action samples also returns {"inference": {dataset: {"chunk", "use_proprio",
+"action_dim", "proprio_dim"}}} (magma.inference_settings.ActionSettings): what its prompts and
+targets were built with, which the manifest carries into every checkpoint trained on it.
 Params are validated by `RobotParams` (unknown keys are errors).
 """
 from __future__ import annotations
@@ -58,14 +61,22 @@ class _RobotSource(SourceType):
     def prepare(self, cfg: SourceConfig, items: list[WorkItem]) -> dict[str, Any]:
         p = parse_params(RobotParams, cfg)
         by_dataset: dict[str, list[np.ndarray]] = {}
+        proprio_dims: dict[str, set[int]] = {}
         for item in items:
             try:
                 ep = self._episode(item, p, load_images=False)
             except EpisodeError:
                 continue  # counted when process() meets it
             by_dataset.setdefault(ep.dataset, []).append(ep.actions)
-        return {"action_stats": {name: asdict(action_stats(acts))
-                                 for name, acts in sorted(by_dataset.items())}}
+            dims = proprio_dims.setdefault(ep.dataset, set())
+            if ep.proprio is not None:
+                dims.add(int(ep.proprio.shape[1]))
+        context: dict[str, Any] = {"action_stats": {name: asdict(action_stats(acts))
+                                                    for name, acts in sorted(by_dataset.items())}}
+        if p.actions:
+            context["inference"] = {name: inference_entry(p, by_dataset[name][0].shape[1], proprio_dims[name])
+                                    for name in sorted(by_dataset)}
+        return context
 
     def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
         p = parse_params(RobotParams, cfg)
@@ -82,6 +93,14 @@ class _RobotSource(SourceType):
                                  dataset=ep.dataset, episode=ep.episode_id, split=ep.split)
             samples.extend(tom)
         return samples
+
+
+def inference_entry(p: RobotParams, action_dim: int, proprio_dims: set[int]) -> dict[str, Any]:
+    """ActionSettings of one dataset: the state is in the prompt when asked for and episodes carry it
+    (robot_action_samples leaves it out otherwise)."""
+    use_proprio = p.use_proprio and bool(proprio_dims)
+    return {"chunk": p.chunk, "use_proprio": use_proprio, "action_dim": int(action_dim),
+            "proprio_dim": next(iter(proprio_dims)) if use_proprio and len(proprio_dims) == 1 else None}
 
 
 def robot_action_samples(ep: RobotEpisode, stats: ActionStats, p: RobotParams) -> list[Sample]:
