@@ -5,10 +5,10 @@ Formats:
 - LeRobotDataset v3.0: `meta/info.json`, `meta/episodes/chunk-*/file-*.parquet`,
   `meta/tasks.parquet`, `data/chunk-XXX/file-XXX.parquet` (many episodes per file) and
   `videos/<camera>/chunk-XXX/file-XXX.mp4` (many episodes per video, located by
-  from/to timestamps). `write_lerobot_v3` writes a small dataset in that layout (tests, demos).
+  from/to timestamps).
 - HDF5 robomimic / LIBERO: `data/demo_N/actions [T, D]`, `data/demo_N/obs/<camera> [T, H, W, 3]`,
   low-dimensional obs as proprio, instruction from `data.attrs["problem_info"]` (LIBERO) or
-  the file name. `write_hdf5_episodes` writes one for tests.
+  the file name.
 
 Every reader returns a `RobotEpisode`; `check_episode` turns bad input into `EpisodeError`
 with a short `reason` (length_mismatch, nonfinite_actions, empty_episode, ...).
@@ -19,7 +19,7 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from magma.action_tokenizer import ActionStats
 from magma.episode import EPISODE_FRAMES, EPISODE_META, EpisodeMeta, iter_episode_dirs
 
 from data_pipeline.build.skips import SkipItem
-from data_pipeline.tom.video import VideoError, read_frame_range, write_video
+from data_pipeline.tom.video import VideoError, read_frame_range
 
 
 class EpisodeError(SkipItem):
@@ -121,8 +121,8 @@ def read_recorder_episode(folder: str | Path, load_images: bool = True,
 # ---------------------------------------------------------------- LeRobotDataset v3.0
 
 LEROBOT_INFO = "meta/info.json"
-_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+LEROBOT_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+LEROBOT_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 
 
 def is_lerobot_dataset(root: str | Path) -> bool:
@@ -177,7 +177,7 @@ def read_lerobot_episode(root: str | Path, episode_index: int, camera: str | Non
         raise EpisodeError("missing_episode", f"{root}: no episode {episode_index}")
     row = rows[0]
     fps = float(info.get("fps", 10))
-    data_file = root / info.get("data_path", _DATA_PATH).format(
+    data_file = root / info.get("data_path", LEROBOT_DATA_PATH).format(
         chunk_index=int(row["data/chunk_index"]), file_index=int(row["data/file_index"]))
     try:
         table = pq.read_table(data_file)
@@ -198,7 +198,7 @@ def read_lerobot_episode(root: str | Path, episode_index: int, camera: str | Non
         if key is None or key not in keys:
             raise EpisodeError("no_camera", f"{root}: camera {camera!r} not among video "
                                f"features {keys}")
-        video_file = root / info.get("video_path", _VIDEO_PATH).format(
+        video_file = root / info.get("video_path", LEROBOT_VIDEO_PATH).format(
             video_key=key, chunk_index=int(row[f"videos/{key}/chunk_index"]),
             file_index=int(row[f"videos/{key}/file_index"]))
         video_fps = float(info["features"][key].get("info", {}).get("video.fps", fps))
@@ -210,72 +210,6 @@ def read_lerobot_episode(root: str | Path, episode_index: int, camera: str | Non
     return RobotEpisode(episode_id=f"episode_{episode_index:06d}", instruction=instruction,
                         actions=actions, images=images, proprio=proprio,
                         dataset=dataset or root.name, fps=fps, num_frames=int(row["length"]))
-
-
-def write_lerobot_v3(root: str | Path, episodes: Sequence[RobotEpisode], fps: float = 10.0,
-                     camera: str = "observation.images.front") -> Path:
-    """Writes `episodes` as a LeRobotDataset v3.0 (one data file, one video file per camera,
-    episodes concatenated as the real layout does). For tests and small demos."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    root = Path(root)
-    if not episodes:
-        raise ValueError("need at least one episode")
-    tasks = sorted({ep.instruction for ep in episodes})
-    task_index = {t: i for i, t in enumerate(tasks)}
-    data_rows, episode_rows, frames = [], [], []
-    offset = 0
-    for e, ep in enumerate(episodes):
-        t = len(ep.actions)
-        for i in range(t):
-            row = {"action": [float(v) for v in ep.actions[i]], "timestamp": i / fps,
-                   "frame_index": i, "episode_index": e, "index": offset + i,
-                   "task_index": task_index[ep.instruction]}
-            if ep.proprio is not None:
-                row["observation.state"] = [float(v) for v in ep.proprio[i]]
-            data_rows.append(row)
-        episode_rows.append({
-            "episode_index": e, "tasks": [ep.instruction], "length": t,
-            "data/chunk_index": 0, "data/file_index": 0,
-            "dataset_from_index": offset, "dataset_to_index": offset + t,
-            f"videos/{camera}/chunk_index": 0, f"videos/{camera}/file_index": 0,
-            f"videos/{camera}/from_timestamp": offset / fps,
-            f"videos/{camera}/to_timestamp": (offset + t) / fps,
-            "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
-        frames.append(ep.images)
-        offset += t
-    h, w = episodes[0].images.shape[1:3]
-    dim = episodes[0].actions.shape[1]
-    features = {
-        camera: {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
-                 "info": {"video.fps": fps, "video.height": h, "video.width": w,
-                          "video.codec": "mp4v"}},
-        "action": {"dtype": "float32", "shape": [dim], "names": None},
-        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-        "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-        "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-        "index": {"dtype": "int64", "shape": [1], "names": None},
-        "task_index": {"dtype": "int64", "shape": [1], "names": None},
-    }
-    if episodes[0].proprio is not None:
-        features["observation.state"] = {"dtype": "float32",
-                                         "shape": [episodes[0].proprio.shape[1]], "names": None}
-    info = {"codebase_version": "v3.0", "robot_type": None, "total_episodes": len(episodes),
-            "total_frames": offset, "total_tasks": len(tasks), "chunks_size": 1000, "fps": fps,
-            "splits": {"train": f"0:{len(episodes)}"}, "data_path": _DATA_PATH,
-            "video_path": _VIDEO_PATH, "features": features}
-    (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
-    (root / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
-    (root / LEROBOT_INFO).write_text(json.dumps(info, indent=1))
-    pq.write_table(pa.Table.from_pylist(data_rows), root / "data/chunk-000/file-000.parquet")
-    pq.write_table(pa.Table.from_pylist(episode_rows),
-                   root / "meta/episodes/chunk-000/file-000.parquet")
-    pq.write_table(pa.table({"task_index": list(range(len(tasks))), "task": tasks}),
-                   root / "meta/tasks.parquet")
-    write_video(root / _VIDEO_PATH.format(video_key=camera, chunk_index=0, file_index=0),
-                np.concatenate(frames, 0), fps)
-    return root
 
 
 # ---------------------------------------------------------------- HDF5 (robomimic / LIBERO)
@@ -350,25 +284,3 @@ def read_hdf5_episode(path: str | Path, demo: str, camera: str | None = None,
     return RobotEpisode(episode_id=f"{path.stem}-{demo}", instruction=instruction, actions=actions,
                         images=images, proprio=proprio, dataset=dataset or path.stem, fps=fps,
                         num_frames=num_frames)
-
-
-def write_hdf5_episodes(path: str | Path, episodes: Sequence[RobotEpisode],
-                        camera: str = "agentview_image", instruction: str | None = None) -> Path:
-    """robomimic/LIBERO-style file: data/demo_i/{actions, obs/<camera>, obs/robot0_eef_pos}."""
-    import h5py
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
-        data = f.create_group("data")
-        text = instruction if instruction is not None else episodes[0].instruction
-        data.attrs["problem_info"] = json.dumps({"language_instruction": text})
-        for i, ep in enumerate(episodes):
-            g = data.create_group(f"demo_{i}")
-            g.create_dataset("actions", data=np.asarray(ep.actions, dtype=np.float64))
-            g.attrs["num_samples"] = len(ep.actions)
-            obs = g.create_group("obs")
-            obs.create_dataset(camera, data=np.asarray(ep.images, dtype=np.uint8))
-            if ep.proprio is not None:
-                obs.create_dataset("robot0_eef_pos", data=np.asarray(ep.proprio, dtype=np.float64))
-    return path

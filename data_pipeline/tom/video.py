@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -96,30 +95,6 @@ def clip_windows(num_frames: int, length: int, stride: int) -> list[tuple[int, i
     if length < 1 or stride < 1:
         raise ValueError(f"length and stride must be >= 1, got {length}, {stride}")
     return [(s, s + length) for s in range(0, num_frames - length + 1, stride)]
-
-
-def iter_clips(frames: np.ndarray, length: int, stride: int) -> Iterator[tuple[int, np.ndarray]]:
-    for s, e in clip_windows(len(frames), length, stride):
-        yield s, frames[s:e]
-
-
-def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float) -> Path:
-    """RGB frames -> mp4 (mp4v). Used by tests and the LeRobot writer."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
-    if not writer.isOpened():
-        raise VideoError(f"{path}: OpenCV cannot open an mp4v writer")
-    try:
-        for f in frames:
-            writer.write(cv2.cvtColor(np.ascontiguousarray(f, dtype=np.uint8), cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
-    return path
 
 
 def list_videos(folder: str | Path) -> list[Path]:

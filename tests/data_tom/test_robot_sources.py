@@ -12,8 +12,8 @@ from magma.action_tokenizer import ActionStats, ActionTokenizer
 from magma.episode import EPISODE_FRAMES, Episode, EpisodeMeta
 from magma.prompts import robot_action_prompt
 from data_pipeline.robot.episodes import (RobotEpisode, list_hdf5_episodes, list_lerobot_episodes,
-                                       read_hdf5_episode, read_lerobot_episode,
-                                       write_hdf5_episodes, write_lerobot_v3)
+                                          read_hdf5_episode, read_lerobot_episode)
+from episode_writers import write_hdf5_episodes, write_lerobot_v3, write_video
 from data_pipeline.build.mix_config import MixConfig
 from data_pipeline.build.writer import build_mix, iter_shard
 from data_pipeline.build.registry import SourceConfig
@@ -160,7 +160,6 @@ def test_hdf5_length_mismatch_is_counted(tmp_path: Path) -> None:
 def test_tom_sources_in_a_yaml_mix(tmp_path: Path) -> None:
     """`magma data build` with ToM sources in a mix: one writer, action stats at the top."""
     from data_pipeline.cli import main as data_main
-    from data_pipeline.tom.video import write_video
 
     episodes = tmp_path / "episodes"
     for seed in (0, 1):

@@ -10,7 +10,8 @@ import pytest
 from magma.codecs import is_error, parse_traces
 from data_pipeline.build.writer import iter_shard
 from data_pipeline.tom.cli import detect_input_type, main_tom, main_track
-from data_pipeline.tom.video import clip_windows, read_video, sample_indices, write_video
+from data_pipeline.tom.video import clip_windows, read_video, sample_indices
+from episode_writers import write_video
 from tom_synth import synthetic_clip
 
 
