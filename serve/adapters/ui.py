@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from magma.codecs import ParseError, UIAction, denormalize_point, normalize_point, parse_ui_action
+from magma.codecs import ParseError, UIAction, denormalize_point, parse_ui_action
 from magma.marks import Mark
 from magma.prompts import ui_action_prompt
 from serve.api import ActRequest, ErrorInfo, UIActResponse
@@ -88,10 +88,6 @@ def ui_response(out: GenerationOutput, ctx: UIContext) -> UIActResponse:
     point, err = ui_action_to_pixels(parsed, ctx)
     return UIActResponse(op=parsed.op, mark=parsed.mark, point=point, text=parsed.text,
                          direction=parsed.direction, marks=marks, raw=raw, error=err)
-
-
-def pixel_to_normalised(point: tuple[float, float], ctx: UIContext) -> tuple[int, int]:
-    return normalize_point(point[0], point[1], ctx.width, ctx.height)
 
 
 __all__: list[Any] = ["UI_MAX_NEW_TOKENS", "UIContext", "marks_for_request", "mark_screen",
