@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from magma.schema import Sample
-from data_pipeline.build.writer import MANIFEST, iter_shard, read_manifest
+from magma.shards import MANIFEST, iter_shard, shard_paths
 
 
 def _shards_under(path: Path) -> list[Path]:
@@ -17,11 +17,8 @@ def _shards_under(path: Path) -> list[Path]:
         return [path]
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such shard or folder")
-    if (path / MANIFEST).exists():
-        m = read_manifest(path)
-        if "sources" in m:  # a build folder: every source's shards
-            return [path / s["dir"] / n for s in m["sources"].values() for n in s["shards"]]
-        return [path / n for n in m["shards"]]
+    if (path / MANIFEST).exists():  # a build folder or a source folder: the shards it lists
+        return shard_paths(path)
     shards = sorted(path.rglob("shard-*.tar"))
     if not shards:
         raise FileNotFoundError(f"{path}: no shard-*.tar files; build some with `magma data build`")

@@ -3,10 +3,12 @@
 API:
     build_mix(mix: MixConfig, out: Path, workers=None, overwrite=False, progress=True) -> dict
         Builds every source of the mix into `out/<source>/` and writes `out/manifest.json`
-        (layout in /tmp/briefs/interfaces.md; train reads only that). Returns the manifest.
+        (a `magma.shards.ShardManifest`; train reads only that). Returns it as JSON-ready dict.
     build_source(src: SourceConfig, out_dir: Path, samples_per_shard, workers, ...) -> dict
-        One source: `out_dir/shard-000000.tar ...` + `out_dir/manifest.json`.
-    iter_shard(path) -> Iterator[Sample]; read_manifest(folder) -> dict.
+        One source: `out_dir/shard-000000.tar ...` + `out_dir/manifest.json` (a
+        `magma.shards.SourceManifest`), returned as a dict.
+The format itself (member names, tar bytes, manifests, readers) is `magma.shards`; this
+module decides only what goes into it, resumably.
 
 How it survives kill -9 and stays deterministic:
   1. Items are listed and sorted by id; their ids (and the source config) form the build hash.
@@ -18,34 +20,41 @@ How it survives kill -9 and stays deterministic:
      already present are kept, so a rerun writes only what is missing.
   4. The source manifest (no timestamps, sorted keys) is written last; a source whose manifest
      matches the build hash is skipped on rerun.
+Per-dataset `action_stats` and `inference` settings that sources return from `prepare()` are
+merged into the top-level manifest; two sources giving one dataset different values is a
+BuildError naming both.
 Sample ids are assigned here: `<source>-<item_id>-<k>` sanitised to [A-Za-z0-9_-].
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import multiprocessing as mp
-import os
 import re
 import shutil
-import tarfile
 import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
+from pydantic import ValidationError
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from magma.schema import Sample, SampleError, sample_from_tar_members, sample_to_tar_members
+from magma.config_io import validation_problems
+from magma.schema import Sample, SampleError
+from magma.shards import (MANIFEST, SHARD_PATTERN, ShardError, ShardManifest, SourceEntry,
+                          SourceManifest, atomic_write_bytes, iter_shard, iter_shard_members,
+                          member_name, read_source_manifest, sample_members, tar_bytes,
+                          write_manifest)
 from data_pipeline.build.mix_config import PIPELINE_VERSION, MixConfig, stable_hash
 from data_pipeline.build.registry import SkipItem, SourceConfig, WorkItem, get_source_type
 
+# iter_shard is magma.shards', re-exported so build tests read back what they built
+__all__ = ["BuildError", "build_mix", "build_source", "iter_shard", "sanitize_id"]
+
 log = logging.getLogger("data_pipeline.build.writer")
 
-MANIFEST = "manifest.json"
-SHARD_PATTERN = "shard-{:06d}.tar"
 BUILD_HASH_FILE = ".build_hash"
 _MAX_LISTED_SKIPS = 200
 
@@ -60,32 +69,8 @@ def sanitize_id(text: str) -> str:
 
 # ---------------------------------------------------------------- atomic file helpers
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)  # no fsync: kill -9 keeps the page cache; rename gives atomicity
-    os.replace(tmp, path)
-
-
 def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
-
-
-def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 0  # byte-identical shards across reruns
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _read_tar(path: Path) -> list[tuple[str, bytes]]:
-    with tarfile.open(path, "r") as tar:
-        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
 def _remove_stale_temps(folder: Path) -> None:
@@ -120,7 +105,7 @@ def _process_one(task: tuple[int, WorkItem]) -> tuple[int, str | None, str]:
         for k, s in enumerate(samples):
             s.id = f"{base}-{k}"
             dropped.update(s.meta.pop("_dropped", {}))
-            members.extend(sample_to_tar_members(s).items())  # validates
+            members.extend(sample_members(s))  # validates
             summaries.append(_sample_summary(s))
     except SkipItem as exc:
         skipped, detail = exc.reason, exc.detail
@@ -132,7 +117,7 @@ def _process_one(task: tuple[int, WorkItem]) -> tuple[int, str | None, str]:
     if skipped is not None:
         members, summaries, dropped = [], [], Counter()
     stem = items_dir / f"{index:08d}"
-    _atomic_write_bytes(stem.with_suffix(".tar"), _tar_bytes(members))
+    atomic_write_bytes(stem.with_suffix(".tar"), tar_bytes(members))
     _atomic_write_json(stem.with_suffix(".json"), {"item_id": item.item_id, "samples": summaries,
                                                    "skipped": skipped, "detail": detail,
                                                    "dropped": dict(dropped)})
@@ -183,10 +168,8 @@ def _pack_shards(out_dir: Path, items_dir: Path, n_items: int, samples_per_shard
     def members_of(i: int, k: int) -> list[tuple[str, bytes]]:
         if i not in cache:
             cache.clear()  # items are visited in order: keep one item's members at a time
-            grouped: dict[str, list[tuple[str, bytes]]] = {}
-            for name, data in _read_tar(items_dir / f"{i:08d}.tar"):
-                grouped.setdefault(name.split(".", 1)[0], []).append((name, data))
-            cache[i] = grouped
+            cache[i] = {key: [(member_name(key, suffix), data) for suffix, data in parts.items()]
+                        for key, parts in iter_shard_members(items_dir / f"{i:08d}.tar")}
         return cache[i][records[i]["samples"][k]["id"]]
 
     for s, start in enumerate(range(0, len(order), samples_per_shard)):
@@ -196,8 +179,7 @@ def _pack_shards(out_dir: Path, items_dir: Path, n_items: int, samples_per_shard
         sizes.append(len(chunk))
         if (out_dir / name).exists():
             continue  # written atomically by an earlier run of the same build
-        _atomic_write_bytes(out_dir / name,
-                            _tar_bytes([m for i, k in chunk for m in members_of(i, k)]))
+        atomic_write_bytes(out_dir / name, tar_bytes([m for i, k in chunk for m in members_of(i, k)]))
     return names, sizes, records
 
 
@@ -208,7 +190,25 @@ def _jsonable(obj: Any) -> Any:
 def build_source(src: SourceConfig, out_dir: Path, samples_per_shard: int, workers: int = 2,
                  overwrite: bool = False, progress: bool = True, backend: str = "pool"
                  ) -> dict[str, Any]:
-    """Builds one source into `out_dir` (resumable); returns its manifest."""
+    """Builds one source into `out_dir` (resumable); returns its manifest as a dict."""
+    return _build_source(src, out_dir, samples_per_shard, workers, overwrite, progress,
+                         backend).model_dump(mode="json")
+
+
+def _already_built(out_dir: Path, build_hash: str) -> SourceManifest | None:
+    """The finished manifest of this very build in `out_dir`, if there is one."""
+    if not (out_dir / BUILD_HASH_FILE).exists() or not (out_dir / MANIFEST).exists():
+        return None
+    try:
+        manifest = read_source_manifest(out_dir)
+    except ShardError as exc:  # e.g. written by an older version: build it again
+        log.warning("%s; building the source again", exc)
+        return None
+    return manifest if manifest.build_hash == build_hash else None
+
+
+def _build_source(src: SourceConfig, out_dir: Path, samples_per_shard: int, workers: int,
+                  overwrite: bool, progress: bool, backend: str) -> SourceManifest:
     source = get_source_type(src.type)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -235,14 +235,12 @@ def build_source(src: SourceConfig, out_dir: Path, samples_per_shard: int, worke
                              "pass --overwrite to rebuild it or choose another --out")
         shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
-    manifest_path = out_dir / MANIFEST
-    if hash_file.exists() and manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("build_hash") == build_hash:
-            shutil.rmtree(out_dir / ".work", ignore_errors=True)
-            log.info("%s: already built (%d samples), skipping", src.name, manifest["num_samples"])
-            return manifest
-    _atomic_write_bytes(hash_file, build_hash.encode())
+    done = _already_built(out_dir, build_hash)
+    if done is not None:
+        shutil.rmtree(out_dir / ".work", ignore_errors=True)
+        log.info("%s: already built (%d samples), skipping", src.name, done.num_samples)
+        return done
+    atomic_write_bytes(hash_file, build_hash.encode())
     _remove_stale_temps(out_dir)
 
     items_dir = out_dir / ".work" / build_hash / "items"
@@ -266,7 +264,7 @@ def build_source(src: SourceConfig, out_dir: Path, samples_per_shard: int, worke
         skipped[list_skip.reason] += 1
         skipped_items.append({"item": "*", "reason": list_skip.reason, "detail": list_skip.detail})
         log.warning("%s: source skipped (%s) %s", src.name, list_skip.reason, list_skip.detail)
-    manifest = {
+    manifest = SourceManifest.model_validate({
         "name": src.name, "type": src.type, "weight": src.weight, "dir": out_dir.name,
         "params": _jsonable(src.params), "build_hash": build_hash,
         "pipeline_version": PIPELINE_VERSION, "samples_per_shard": samples_per_shard,
@@ -278,8 +276,8 @@ def build_source(src: SourceConfig, out_dir: Path, samples_per_shard: int, worke
         "skipped": dict(sorted(skipped.items())), "skipped_items": skipped_items,
         "dropped": dict(sorted(dropped.items())),
         "context": _jsonable(context),
-    }
-    _atomic_write_json(manifest_path, manifest)
+    })
+    write_manifest(out_dir / MANIFEST, manifest)
     shutil.rmtree(out_dir / ".work", ignore_errors=True)
     return manifest
 
@@ -291,9 +289,33 @@ def _add(total: dict[str, int], part: dict[str, int]) -> None:
         total[k] = total.get(k, 0) + v
 
 
+# What each per-dataset field of the top manifest holds, and how to settle a disagreement.
+_PER_DATASET = {"action_stats": ("action statistics", "give each source its own dataset name"),
+                "inference": ("inference settings", "give both the same settings (chunk, "
+                              "use_proprio, ...) or each its own dataset name")}
+
+
+def _merge_per_dataset(top: dict[str, Any], owners: dict[tuple[str, str], str],
+                       m: SourceManifest) -> None:
+    """Merges the source's `context[field] = {dataset: value}` into `top[field]`; a dataset
+    that two sources give different values is a BuildError naming both."""
+    for field, (what, fix) in _PER_DATASET.items():
+        entries = m.context.get(field) or {}
+        if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+            raise BuildError(f"source {m.name!r} ({m.type}): prepare() returned {field} that is not "
+                             f"{{dataset: {{...}}}}: {entries!r}")
+        for dataset, value in entries.items():
+            if dataset in top[field] and top[field][dataset] != value:
+                raise BuildError(f"sources {owners[field, dataset]!r} and {m.name!r} disagree on the "
+                                 f"{what} of dataset {dataset!r}; {fix}")
+            top[field][dataset] = value
+            owners.setdefault((field, dataset), m.name)
+
+
 def build_mix(mix: MixConfig, out: str | Path, workers: int | None = None, overwrite: bool = False,
               progress: bool = True, backend: str = "pool") -> dict[str, Any]:
-    """Builds every source of `mix` under `out` and writes the top-level manifest."""
+    """Builds every source of `mix` under `out` and writes the top-level manifest; returns
+    it as a dict (the JSON of a ShardManifest)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = mix.workers if workers is None else workers
@@ -302,49 +324,26 @@ def build_mix(mix: MixConfig, out: str | Path, workers: int | None = None, overw
         "config_hash": stable_hash({"mix": mix.model_dump(exclude={"workers"}),
                                     "pipeline_version": PIPELINE_VERSION}),
         "samples_per_shard": mix.samples_per_shard, "sources": {}, "counts_by_kind": {},
-        "counts_by_source": {}, "skipped": {}, "dropped": {}, "action_stats": {}, "splits": {}, "image_sizes": {},
+        "counts_by_source": {}, "skipped": {}, "dropped": {}, "action_stats": {}, "inference": {},
+        "splits": {}, "image_sizes": {},
     }
+    owners: dict[tuple[str, str], str] = {}
     for src in mix.sources:
-        m = build_source(src, out / src.name, mix.samples_per_shard, workers, overwrite, progress,
-                         backend)
-        top["sources"][src.name] = {k: m[k] for k in (
-            "type", "weight", "dir", "num_samples", "shards", "shard_sizes", "counts_by_kind",
-            "skipped", "dropped", "splits", "build_hash")}
-        top["counts_by_source"][src.name] = m["num_samples"]
-        _add(top["counts_by_kind"], m["counts_by_kind"])
-        _add(top["skipped"], m["skipped"])
-        _add(top["dropped"], m["dropped"])
-        _add(top["image_sizes"], m["image_sizes"])
-        top["splits"][src.name] = m["splits"]
-        for dataset, stats in (m.get("context") or {}).get("action_stats", {}).items():
-            if dataset in top["action_stats"] and top["action_stats"][dataset] != stats:
-                raise BuildError(f"sources disagree on action statistics of dataset {dataset!r}; "
-                                 "give each source its own dataset name")
-            top["action_stats"][dataset] = stats
+        m = _build_source(src, out / src.name, mix.samples_per_shard, workers, overwrite, progress,
+                          backend)
+        top["sources"][src.name] = SourceEntry.of(m)
+        top["counts_by_source"][src.name] = m.num_samples
+        _add(top["counts_by_kind"], m.counts_by_kind)
+        _add(top["skipped"], m.skipped)
+        _add(top["dropped"], m.dropped)
+        _add(top["image_sizes"], m.image_sizes)
+        top["splits"][src.name] = m.splits
+        _merge_per_dataset(top, owners, m)
     top["num_samples"] = sum(top["counts_by_source"].values())
-    _atomic_write_json(out / MANIFEST, top)
-    return top
-
-
-# ---------------------------------------------------------------- reading back
-
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / MANIFEST
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BuildError(f"{path}: no manifest; build it with `magma data build`") from None
-
-
-def iter_shard(path: str | Path) -> Iterator[Sample]:
-    """Samples of one tar shard, in order (members grouped by the key before the first '.')."""
-    key, group = None, {}
-    for name, data in _read_tar(Path(path)):
-        k, suffix = name.split(".", 1)
-        if key is not None and k != key:
-            yield sample_from_tar_members(key, group)
-            group = {}
-        key = k
-        group[suffix] = data
-    if key is not None:
-        yield sample_from_tar_members(key, group)
+        manifest = ShardManifest.model_validate(top)
+    except ValidationError as exc:
+        raise BuildError(f"{out / MANIFEST}: the merged manifest is invalid: "
+                         f"{validation_problems(exc)}") from None
+    write_manifest(out / MANIFEST, manifest)
+    return manifest.model_dump(mode="json")

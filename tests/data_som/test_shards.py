@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from magma.config_io import ConfigError
 from magma.schema import sample_from_tar_members
-from data_pipeline.build.mix_config import MixConfigError, load_mix_config
-from data_pipeline.build.writer import BuildError, build_mix, iter_shard, read_manifest
+from data_pipeline.build.mix_config import load_mix_config
+from magma.shards import read_manifest
+from data_pipeline.build.writer import BuildError, build_mix, iter_shard
 from data_pipeline.som.synthetic import synthetic_image, write_synthetic_som_data
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,9 +27,9 @@ TINY = REPO / "configs" / "data" / "tiny_som.yaml"
 def all_ids(out: Path) -> list[str]:
     top = read_manifest(out)
     ids = []
-    for src in top["sources"].values():
-        for shard in src["shards"]:
-            ids.extend(s.id for s in iter_shard(out / src["dir"] / shard))
+    for src in top.sources.values():
+        for shard in src.shards:
+            ids.extend(s.id for s in iter_shard(out / src.dir / shard))
     return ids
 
 
@@ -89,7 +91,7 @@ def test_pool_and_inline_give_identical_shards(som_data, tmp_path):
 
 def test_undefined_variable_is_a_clear_error(tmp_path):
     os.environ.pop("SOM_DATA", None)
-    with pytest.raises(MixConfigError, match=r"\$\{SOM_DATA\}.*--set SOM_DATA="):
+    with pytest.raises(ConfigError, match=r"\$\{SOM_DATA\}.*--var SOM_DATA="):
         load_mix_config(TINY)
 
 
@@ -136,11 +138,11 @@ sources:
     code, err = _run_cli(capsys, caplog, "build", "--config", str(cfg), "--out", str(tmp_path / "out"), "-q")
     assert code == 0, err
     top = read_manifest(tmp_path / "out")
-    assert top["skipped"] == {"empty image": 1, "unreadable image": 1, "missing field": 1,
+    assert top.skipped == {"empty image": 1, "unreadable image": 1, "missing field": 1,
                               "box out of range": 1, "bad json": 1, "missing image": 1,
                               "path not found": 1, "no items": 1}
-    assert top["dropped"] == {"element with zero or negative size": 1}
-    assert top["counts_by_source"]["imgs"] > 0 and top["counts_by_source"]["ann"] > 0
+    assert top.dropped == {"element with zero or negative size": 1}
+    assert top.counts_by_source["imgs"] > 0 and top.counts_by_source["ann"] > 0
     assert "garbage.png" in err and "out_of_range" in err  # a log line names the item
     # nothing usable at all -> non-zero exit, and the earlier build is untouched
     (tmp_path / "in" / "images" / "good.png").unlink()
@@ -167,7 +169,7 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
 def test_kill_9_during_build_then_rerun_gives_identical_manifest(tmp_path, capsys, caplog):
     data = tmp_path / "data"
     write_synthetic_som_data(data, n_images=48, n_annotations=12, n_episodes=10, seed=5)
-    args = ["build", "--config", str(TINY), "--set", f"SOM_DATA={data}", "-q", "--workers", "2"]
+    args = ["build", "--config", str(TINY), "--var", f"SOM_DATA={data}", "-q", "--workers", "2"]
     reference = tmp_path / "ref"
     code, err = _run_cli(capsys, caplog, *args, "--out", str(reference))
     assert code == 0, err
@@ -189,7 +191,7 @@ def test_kill_9_during_build_then_rerun_gives_identical_manifest(tmp_path, capsy
     assert code == 0, err
     assert read_manifest(out) == read_manifest(reference)
     ids = all_ids(out)
-    assert len(ids) == len(set(ids)) == read_manifest(out)["num_samples"]
+    assert len(ids) == len(set(ids)) == read_manifest(out).num_samples
     assert sorted(ids) == sorted(all_ids(reference))
     for p in reference.rglob("shard-*.tar"):
         assert p.read_bytes() == (out / p.relative_to(reference)).read_bytes()
