@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from eval.splits import Split, split_seeds
+from magma.inference_settings import MISMATCH_CODES
 # Imported up front, not inside an episode: `import magma` loads torch + transformers (7 s CPU,
 # 20+ s on a loaded machine), which would run out MiniWoB's in-page clock mid-episode.
 from magma.codecs import UIAction, render_ui_action
@@ -26,6 +27,11 @@ from magma.codecs import UIAction, render_ui_action
 
 class PolicyUnavailable(RuntimeError):
     """The policy server stopped answering; the run cannot go on."""
+
+
+class PolicyMismatch(PolicyUnavailable):
+    """The policy refuses what the suite asks of it (a chunk or proprio it was not trained with):
+    no episode could succeed, so the run stops with the policy's message."""
 
 
 class ActBackend(Protocol):
@@ -213,24 +219,51 @@ def run_ui_episode(env: Any, agent: Any, seed: int, split: str, max_steps: int,
 
 @dataclass
 class RobotPolicyAgent:
+    """Asks the policy for an action chunk per observation. `chunk` None: the chunk the checkpoint
+    was trained with (an explicit one is checked by the policy); `send_proprio` None: send the
+    state exactly when the checkpoint was trained with it (its info), else as told."""
+
     backend: ActBackend
     chunk: int | None = None
     dataset: str = "metaworld"
     name: str = "policy"
+    send_proprio: bool | None = None
 
     def actions(self, obs) -> tuple[list[np.ndarray] | None, float, str | None]:
+        if self.send_proprio is None:
+            self.send_proprio = trained_with_proprio(self.backend, self.dataset)
         request = {"adapter": "robot", "instruction": obs.instruction, "image": _encode_png(obs.image),
-                   "proprio": [float(v) for v in obs.proprio], "dataset": self.dataset}
+                   "dataset": self.dataset}
+        if self.send_proprio:
+            request["proprio"] = [float(v) for v in obs.proprio]
         if self.chunk:
             request["chunk"] = self.chunk
         response, latency = call_policy(self.backend, request)
         if response.get("error"):
             err = response["error"]
+            if err.get("code") in MISMATCH_CODES:
+                raise PolicyMismatch(f"{err.get('message')} (eval: leave the suite's chunk unset to use "
+                                     "the checkpoint's)")
             return None, latency, f"policy_error: {err.get('code')}: {err.get('message')}"
         chunk = response.get("chunk") or ([response["action"]] if response.get("action") else None)
         if not chunk:
             return None, latency, "policy_error: empty action"
         return [np.asarray(a, dtype=np.float32) for a in chunk], latency, None
+
+
+def trained_with_proprio(backend: Any, dataset: str) -> bool:
+    """Whether the checkpoint behind `backend` put the state in `dataset`'s prompts (its /v1/info
+    `inference` settings); True when it does not say (older checkpoints, backends without info)."""
+    info = getattr(backend, "info", None)
+    if info is None:
+        return True
+    try:
+        described = info() or {}
+    except Exception as exc:
+        raise PolicyUnavailable(f"policy info failed ({type(exc).__name__}: {exc}); check that "
+                                "'magma serve' is running and reachable") from exc
+    trained = (described.get("inference") or {}).get("actions", {}).get(dataset)
+    return bool(trained["use_proprio"]) if trained else True
 
 
 @dataclass

@@ -25,7 +25,7 @@ class SuiteConfig(BaseModel):
     baseline_episodes: int | None = Field(default=None, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
     image_size: int = Field(default=128, ge=16, le=224)
-    chunk: int | None = Field(default=None, ge=1)
+    chunk: int | None = Field(default=None, ge=1)  # robot: None = the chunk the checkpoint was trained with
     episode_seconds: float | None = Field(default=120.0, gt=0)
 
 

@@ -68,9 +68,13 @@ class InferenceSettingsError(ValueError):
     """An inference_settings.json (or a manifest's `inference`) that cannot be used."""
 
 
+# The `code` of every InferenceMismatch (serve answers them as 400 errors with this code).
+MISMATCH_CODES = ("chunk_not_trained", "proprio_required", "proprio_not_trained", "proprio_dim_mismatch")
+
+
 class InferenceMismatch(ValueError):
-    """A request for settings the checkpoint was not trained with. `code` is machine-readable;
-    the message names the requested and the trained value."""
+    """A request for settings the checkpoint was not trained with. `code` (one of MISMATCH_CODES)
+    is machine-readable; the message names the requested and the trained value."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)

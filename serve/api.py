@@ -119,7 +119,8 @@ class InfoResponse(BaseModel):
     adapters: list[str]
     action_datasets: dict[str, dict[str, Any]]
     action_dim: dict[str, int]
-    default_chunk: int
+    default_chunk: int | None  # the server-wide chunk override; None: each dataset's trained chunk
+    inference: dict[str, Any]  # the checkpoint's inference_settings.json (magma.inference_settings)
     vocab_size: int
     image_size: int
     tokens_per_view: int

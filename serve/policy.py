@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from magma import codecs
 from magma.action_tokenizer import ACTION_STATS_FILE, load_action_stats
-from magma.checkpoint import CheckpointError, verify_checkpoint
+from magma.checkpoint import CheckpointError, load_inference_settings, verify_checkpoint
+from magma.inference_settings import InferenceSettings, check_chunk_override
 from serve.adapters.robot import RobotAdapter
 from serve.adapters.ui import prepare_ui, ui_response
 from serve.api import ActRequest, ChatRequest, ChatResponse, ErrorInfo
@@ -76,22 +77,31 @@ CHAT_PARSERS: dict[str, Callable[[str], Any]] = {
 
 class Policy:
     def __init__(self, engine: Engine, processor, action_stats: dict, model_name: str = "magma",
-                 default_chunk: int = 1, image_limits: ImageLimits = ImageLimits(),
-                 config: Any = None):
+                 default_chunk: int | None = None, image_limits: ImageLimits = ImageLimits(),
+                 config: Any = None, inference: InferenceSettings | None = None, source: str | None = None):
+        """`inference`: the checkpoint's settings (magma.inference_settings); robot requests are
+        checked against them. `default_chunk` overrides the trained chunk and must equal it.
+        `source`: the checkpoint folder, as error messages name it (default `model_name`)."""
         self.engine = engine
         self.processor = processor
         self.action_stats = action_stats
         self.model_name = model_name
         self.image_limits = image_limits
         self.config = config
-        self.robot = RobotAdapter(action_stats, action_id_range(processor.tokenizer).stop, default_chunk)
+        self.inference = inference or InferenceSettings()
+        self.robot = RobotAdapter(action_stats, action_id_range(processor.tokenizer).stop, default_chunk,
+                                  self.inference, source or model_name)
 
     @classmethod
-    def from_checkpoint(cls, folder: str | Path, engine: str | Engine = "hf", default_chunk: int = 1,
+    def from_checkpoint(cls, folder: str | Path, engine: str | Engine = "hf", default_chunk: int | None = None,
                         **engine_kwargs: Any) -> "Policy":
+        """Raises CheckpointError for an unusable folder and InferenceMismatch (a ValueError) when
+        `default_chunk` is not the chunk the checkpoint was trained with."""
         folder = Path(folder)
         verify_checkpoint(folder)
         stats = load_action_stats(folder) if (folder / ACTION_STATS_FILE).exists() else {}
+        inference = load_inference_settings(folder)
+        check_chunk_override(inference, default_chunk, str(folder), flag="default chunk")  # before an engine starts
         if engine == "hf":
             from serve.engines.hf import HFEngine
             eng: Engine = HFEngine.from_checkpoint(folder, **engine_kwargs)
@@ -112,7 +122,7 @@ class Policy:
             else:
                 eng = engine
         return cls(eng, processor, stats, model_name=folder.name, default_chunk=default_chunk,
-                   config=config)
+                   config=config, inference=inference, source=str(folder))
 
     # ------------------------------------------------------------------ prompts
     def render_prompt(self, user_text: str, n_images: int = 0) -> str:
@@ -209,6 +219,7 @@ class Policy:
             "action_datasets": {k: dataclasses.asdict(v) for k, v in self.action_stats.items()},
             "action_dim": {k: v.dim for k, v in self.action_stats.items()},
             "default_chunk": self.robot.default_chunk,
+            "inference": self.inference.model_dump(mode="json"),
             "vocab_size": len(self.processor.tokenizer),
             "image_size": int(ip.image_size), "tokens_per_view": int(self.processor.tokens_per_view),
             "limits": {"max_image_bytes": self.image_limits.max_bytes,

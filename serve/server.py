@@ -3,7 +3,8 @@
     POST /v1/act    ActRequest  -> UI or robot action (+ raw model text)
     POST /v1/chat   ChatRequest -> free text (optionally parsed as marks/points/traces)
     WS   /v1/ws     msgpack frames {"type": "act"|"chat"|"info", ...} -> msgpack replies
-    GET  /healthz   liveness (no auth)      GET /v1/info  model, action space, statistics
+    GET  /healthz   liveness (no auth)      GET /v1/info  model, action space, statistics and
+                                            the checkpoint's inference settings (chunk, proprio, ...)
 
 Every error is JSON `{"code", "message"}` with a 4xx status (408 when generation exceeds the
 per-request timeout, 429 when too many requests are in flight); no stack trace reaches a client.

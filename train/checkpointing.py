@@ -1,6 +1,7 @@
 """Atomic, resumable checkpoints in the run folder.
 
-    checkpoints/step-N/            a HF folder (magma.checkpoint.load_checkpoint loads it) plus
+    checkpoints/step-N/            a HF folder (magma.checkpoint.load_checkpoint loads it, with
+                                   action_stats.json and inference_settings.json) plus
         resume/                    engine state (torch_state.pt or DeepSpeed's folder),
         resume/rng-rank-R.pt       per-rank RNG states, and
         trainer_state.json         {"step", "skipped", ...}: written last, marks it complete
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from magma.checkpoint import save_checkpoint
+from magma.inference_settings import InferenceSettings
 from train.distributed import barrier
 from train.model_setup import exportable_model
 
@@ -66,7 +68,8 @@ def complete_steps(ckpt_root: Path) -> list[int]:
 
 
 def save_training_checkpoint(ckpt_root: Path, step: int, engine: Any, processor: Any, action_stats: dict,
-                             trainer_state: dict[str, Any], keep_last: int, is_main: bool, rank: int) -> Path:
+                             trainer_state: dict[str, Any], keep_last: int, is_main: bool, rank: int,
+                             inference: InferenceSettings | None = None) -> Path:
     """Collective: every rank calls it. Returns the final step-N folder."""
     final = ckpt_root / f"step-{step}"
     tmp = ckpt_root / f".tmp-step-{step}"
@@ -76,7 +79,7 @@ def save_training_checkpoint(ckpt_root: Path, step: int, engine: Any, processor:
     barrier()
     engine.save_resume(tmp / "resume")
     torch.save(rng_state(), tmp / "resume" / f"rng-rank-{rank}.pt")
-    export_hf_folder(engine, processor, tmp, action_stats, is_main)
+    export_hf_folder(engine, processor, tmp, action_stats, is_main, inference)
     barrier()
     if is_main:
         _write_text_atomic(tmp / STATE_FILE, json.dumps({**trainer_state, "step": step}, indent=1))
@@ -90,11 +93,13 @@ def save_training_checkpoint(ckpt_root: Path, step: int, engine: Any, processor:
     return final
 
 
-def export_hf_folder(engine: Any, processor: Any, folder: Path, action_stats: dict, is_main: bool) -> None:
-    """Collective: a HF folder with full weights (gathered under ZeRO-3, LoRA merged)."""
+def export_hf_folder(engine: Any, processor: Any, folder: Path, action_stats: dict, is_main: bool,
+                     inference: InferenceSettings | None = None) -> None:
+    """Collective: a HF folder with full weights (gathered under ZeRO-3, LoRA merged), its action
+    statistics and the inference settings its training data was built with."""
     with engine.full_weights() as module:
         if is_main:
-            save_checkpoint(exportable_model(module), processor, folder, action_stats)
+            save_checkpoint(exportable_model(module), processor, folder, action_stats, inference)
 
 
 def find_resume_folder(ckpt_root: Path, resume: str) -> Path | None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from magma.checkpoint import load_inference_settings
+from magma.inference_settings import training_settings
 from magma.modeling_magma import causal_lm_loss
 from train.checkpointing import (check_resume_compatible, clean_stale_tmp, export_hf_folder, find_resume_folder,
                                  load_training_checkpoint, save_training_checkpoint)
@@ -80,6 +82,10 @@ def _train(cfg: TrainConfig, info: DistInfo, engine_kind: str) -> TrainResult:
     model, processor, ckpt_stats = build_training_model(cfg.model)
     manifest = read_manifest(cfg.data.shards, cfg.data.weights)
     action_stats = {**ckpt_stats, **manifest.action_stats}
+    # What the shards' prompts were built with (chunk, proprio, ...), recorded in every checkpoint
+    # so that serve and eval repeat it; a fine-tuning run keeps its start checkpoint's entries.
+    inference = training_settings(manifest.inference,
+                                  load_inference_settings(cfg.model.checkpoint) if cfg.model.checkpoint else None)
     W = info.world_size
     resume_from = find_resume_folder(ckpt_root, cfg.checkpoint.resume)
     if resume_from is not None:
@@ -106,7 +112,7 @@ def _train(cfg: TrainConfig, info: DistInfo, engine_kind: str) -> TrainResult:
     def checkpoint(step: int) -> Path:
         return save_training_checkpoint(ckpt_root, step, engine, processor, action_stats,
                                         {"skipped": skipped, "world_size": W, "engine": engine.name},
-                                        cfg.checkpoint.keep_last, info.is_main, info.rank)
+                                        cfg.checkpoint.keep_last, info.is_main, info.rank, inference)
 
     # ---------------------------------------------------------------- the loop
     preempt = PreemptionFlag()
@@ -169,7 +175,7 @@ def _train(cfg: TrainConfig, info: DistInfo, engine_kind: str) -> TrainResult:
             if info.is_main:
                 shutil.rmtree(final, ignore_errors=True)
             barrier()
-            export_hf_folder(engine, processor, final, action_stats, info.is_main)
+            export_hf_folder(engine, processor, final, action_stats, info.is_main, inference)
     finally:
         bar.close()
         preempt.restore()

@@ -48,7 +48,7 @@ def configure_offscreen_gl() -> str:
 @dataclass
 class RobotObservation:
     image: np.ndarray  # [H, W, 3] uint8, upright
-    proprio: np.ndarray  # [PROPRIO_DIM] float32
+    proprio: np.ndarray  # [PROPRIO_DIM] float32; sent when the checkpoint was trained with it
     instruction: str
 
 

@@ -1,6 +1,10 @@
 """Robot control adapter: image(s) + instruction (+ proprio) -> exactly action_dim x chunk
 action tokens (constrained decoding) -> un-normalised action chunk via the checkpoint's
-`action_stats.json` and `ActionTokenizer`."""
+`action_stats.json` and `ActionTokenizer`.
+
+Chunk and proprio follow the checkpoint's `inference_settings.json`: a request without a chunk
+gets the one its dataset was trained with; another chunk, or proprio sent/left out against
+training, is refused (400) naming the requested and the trained value."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +12,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from magma.action_tokenizer import ActionStats, ActionTokenizer
+from magma.inference_settings import InferenceMismatch, InferenceSettings, check_chunk_override, resolve_robot_request
 from magma.prompts import robot_action_prompt
 from serve.api import ActRequest, ErrorInfo, RobotActResponse
 from serve.engines.base import GenerationOutput, GenerationRequest
@@ -22,9 +27,15 @@ class RobotContext:
 
 
 class RobotAdapter:
-    def __init__(self, stats: dict[str, ActionStats], action_vocab_end: int, default_chunk: int = 1):
-        """action_vocab_end: one past the id of <act_255> (the action ids are the 256 before it)."""
+    def __init__(self, stats: dict[str, ActionStats], action_vocab_end: int, default_chunk: int | None = None,
+                 settings: InferenceSettings | None = None, checkpoint: str = "the checkpoint"):
+        """action_vocab_end: one past the id of <act_255> (the action ids are the 256 before it).
+        default_chunk: a server-wide chunk for requests without one (None: each dataset's trained
+        chunk, 1 without settings); raises InferenceMismatch if a dataset was trained with another."""
         self.tokenizers = {name: ActionTokenizer(action_vocab_end, s) for name, s in stats.items()}
+        self.settings = settings or InferenceSettings()
+        self.checkpoint = checkpoint
+        check_chunk_override(self.settings, default_chunk, checkpoint, flag="default chunk")
         self.default_chunk = default_chunk
 
     def resolve_dataset(self, name: str | None) -> str:
@@ -44,7 +55,11 @@ class RobotAdapter:
 
     def prepare(self, req: ActRequest, images: list[Image.Image], render_prompt) -> tuple[GenerationRequest, RobotContext]:
         dataset = self.resolve_dataset(req.dataset)
-        chunk = req.chunk or self.default_chunk
+        try:
+            chunk = resolve_robot_request(self.settings, dataset, req.chunk or self.default_chunk,
+                                          req.proprio, self.checkpoint)
+        except InferenceMismatch as exc:
+            raise ServeError(400, exc.code, str(exc)) from None
         tok = self.tokenizers[dataset]
         user = robot_action_prompt(req.instruction, req.proprio, n_images=len(images))
         gen = GenerationRequest(render_prompt(user), images, tok.dim * chunk,
