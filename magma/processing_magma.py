@@ -2,6 +2,9 @@
 
 Used by training (via `encode_sample`, which also builds the assistant-only labels) and by
 serving (via `__call__` on a chat-template prompt), so pre-processing cannot drift between them.
+Both take the chat format from the one chat template (`apply_chat_template`): training cuts
+the rendered conversation at the assistant contents, serving renders the prompt up to the
+generation header, so the tokens before an assistant answer are the tokens serving sends.
 """
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 from magma.image_processing_magma import to_pil_rgb
-from magma.schema import TARGET_KINDS, Sample
-from magma.tokenizer_build import CHAT_TEMPLATE, END_OF_TURN, IMAGE_TOKEN
+from magma.schema import IMAGE_PLACEHOLDER as IMAGE_TOKEN
+from magma.schema import TARGET_KINDS, Sample, Turn
+from magma.tokenizer_build import CHAT_TEMPLATE
 
 IGNORE_INDEX = -100
 
@@ -90,37 +94,100 @@ class MagmaProcessor(ProcessorMixin):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     # ------------------------------------------------------------------ training inputs
+    def _render(self, messages: list[dict[str, str]], generation: bool = False) -> str:
+        if not messages:
+            return ""
+        return self.apply_chat_template(messages, add_generation_prompt=generation, tokenize=False)
+
+    def chat_spans(self, conversation: Sequence[Turn]) -> list[tuple[str, Turn | None]]:
+        """The conversation as the chat template renders it, cut into consecutive spans:
+        `(text, None)` for prompt text (everything up to an assistant turn's content, its
+        generation header included) and `(text, turn)` for an assistant turn's content followed
+        by the template's end-of-turn text. The spans concatenate to the full rendering.
+
+        Prefix by prefix: the prompt before assistant turn i is the rendering of turns [:i] with
+        the generation prompt, exactly what `render_prompt` gives serving.
+        """
+        messages = [{"role": t.role, "content": t.content} for t in conversation]
+        spans: list[tuple[str, Turn | None]] = []
+        done, pending = "", ""
+        for i, turn in enumerate(conversation):
+            if turn.role == "assistant":
+                if i == 0:
+                    raise ValueError("the conversation starts with an assistant turn; a chat "
+                                     "template renders an answer after a prompt: put the user "
+                                     "(or system) turn first")
+                head = self._render(messages[:i], generation=True)
+                pending += _after(done, head, f"turn {i} generation prompt")
+                full = self._render(messages[:i + 1])
+                answer = _after(head, full, f"turn {i}")
+                if not answer.startswith(turn.content):
+                    raise ValueError(f"the chat template changes assistant turn {i}'s content "
+                                     f"({answer[:40]!r} for {turn.content[:40]!r}); training labels "
+                                     "need the content verbatim")
+                spans += [(pending, None), (answer, turn)]
+                pending = ""
+            else:
+                full = self._render(messages[:i + 1])
+                pending += _after(done, full, f"turn {i}")
+            done = full
+        if pending:
+            spans.append((pending, None))
+        return spans
+
+    def _end_of_turn_length(self, tail: list[int]) -> int:
+        """How many tokens after an assistant content are its end of turn (labelled): through
+        the tokenizer's eos token (the generation stop); the whole tail if it holds none."""
+        eos = self.tokenizer.eos_token_id
+        return tail.index(eos) + 1 if eos in tail else len(tail)
+
     def encode_sample(self, sample: Sample, max_length: int | None = None) -> dict[str, Any]:
-        """Sample -> input_ids, labels (assistant content + <|end|> only), per-token target kind,
-        pixel_values [V, 3, S, S] and image_num_views. Returns numpy/torch-free lists + arrays."""
+        """Sample -> input_ids, labels (assistant content + end of turn only), per-token target
+        kind, pixel_values [V, 3, S, S] and image_num_views. Returns numpy/torch-free lists +
+        arrays. The text is the chat template's rendering (`chat_spans`)."""
         sample.validate()
-        tok = self.tokenizer
         img = self.image_processor([to_pil_rgb(i) for i in sample.images])
         views = [int(v) for v in img["image_num_views"]]
         ids: list[int] = []
         labels: list[int] = []
         kinds: list[int] = []
         k = 0
-        end_id = tok.convert_tokens_to_ids(END_OF_TURN)
-        for turn in sample.conversation:
-            head = tok(f"<|{turn.role}|>", add_special_tokens=False)["input_ids"]
-            body = tok(turn.content, add_special_tokens=False)["input_ids"]
-            n_img = body.count(self.image_token_id)
-            body = self._expand_images(body, views[k:k + n_img])
+
+        def tokens(text: str) -> list[int]:
+            nonlocal k
+            out = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            n_img = out.count(self.image_token_id)
+            out = self._expand_images(out, views[k:k + n_img])
             k += n_img
-            seg = head + body + [end_id]
-            ids.extend(seg)
-            if turn.role == "assistant":
-                kind = TARGET_KINDS.index(turn.kind)  # type: ignore[arg-type]
-                labels.extend([IGNORE_INDEX] * len(head) + body + [end_id])
-                kinds.extend([-1] * len(head) + [kind] * (len(body) + 1))
-            else:
-                labels.extend([IGNORE_INDEX] * len(seg))
-                kinds.extend([-1] * len(seg))
+            return out
+
+        for text, turn in self.chat_spans(sample.conversation):
+            if turn is None:
+                seg = tokens(text)
+                ids += seg
+                labels += [IGNORE_INDEX] * len(seg)
+                kinds += [-1] * len(seg)
+                continue
+            body = tokens(turn.content)
+            tail = tokens(text[len(turn.content):])
+            n_end = self._end_of_turn_length(tail)
+            kind = TARGET_KINDS.index(turn.kind)  # type: ignore[arg-type]
+            ids += body + tail
+            labels += body + tail[:n_end] + [IGNORE_INDEX] * (len(tail) - n_end)
+            kinds += [kind] * (len(body) + n_end) + [-1] * (len(tail) - n_end)
         if max_length is not None and len(ids) > max_length:
             raise ValueError(f"sample {sample.id!r}: {len(ids)} tokens exceed max_length {max_length}")
         return {"input_ids": ids, "labels": labels, "target_kind": kinds,
                 "pixel_values": img["pixel_values"], "image_num_views": views}
+
+
+def _after(prefix: str, text: str, where: str) -> str:
+    """`text` minus `prefix`; the chat template must render a conversation's prefix as a prefix."""
+    if not text.startswith(prefix):
+        raise ValueError(f"the chat template does not render the conversation incrementally at "
+                         f"{where}: the rendering of the turns before it is not a prefix of the "
+                         "rendering with it; encode_sample needs a template whose turns append")
+    return text[len(prefix):]
 
 
 def pad_rows(rows: list[list[int]], pad_id: int, side: str = "right",

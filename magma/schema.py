@@ -86,6 +86,7 @@ class Sample:
         return self.target_kinds[0]
 
 
+# The one image placeholder: prompts, the tokenizer's special token and the processor use it.
 IMAGE_PLACEHOLDER = "<image>"
 
 

@@ -14,9 +14,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from magma.action_tokenizer import N_ACTION_BINS, action_token
+from magma.schema import IMAGE_PLACEHOLDER as IMAGE_TOKEN  # one image placeholder everywhere
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
-IMAGE_TOKEN = "<image>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
 END_OF_TURN = "<|end|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, IMAGE_TOKEN, *ROLE_TOKENS, END_OF_TURN]
@@ -27,7 +27,7 @@ CHAT_TEMPLATE = (
     "{{ '<|' + message['role'] + '|>' }}"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ '<image>' }}{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% if part['type'] == 'image' %}{{ '" + IMAGE_TOKEN + "' }}{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %}"
     "{{ '<|end|>' }}"
     "{% endfor %}"

@@ -20,6 +20,7 @@ from magma import codecs
 from magma.action_tokenizer import ACTION_STATS_FILE, load_action_stats
 from magma.checkpoint import CheckpointError, load_inference_settings, verify_checkpoint
 from magma.inference_settings import InferenceSettings, check_chunk_override
+from magma.schema import IMAGE_PLACEHOLDER as IMAGE_TOKEN
 from serve.adapters.robot import RobotAdapter
 from serve.adapters.ui import prepare_ui, ui_response
 from serve.api import ActRequest, ChatRequest, ChatResponse, ErrorInfo
@@ -27,8 +28,6 @@ from serve.engines.base import Engine, GenerationOutput, GenerationRequest
 from serve.engines.hf import action_id_range
 from serve.errors import ServeError
 from serve.images import ImageLimits, decode_image
-
-IMAGE_TOKEN = "<image>"
 
 
 def _validate(model_cls, data):
