@@ -5,7 +5,7 @@ fraction of step time spent waiting for data. Ratios are against baselines measu
     .venv/bin/python bench/train.py --model-config tests/train/micro_model.yaml --steps 10
     .venv/bin/python bench/train.py --mfu            # GPU: model FLOPs utilisation of a ~1B model
 
-Synthetic shards (train.synthetic_shards) unless --shards DIR points at real ones.
+Synthetic shards (tests/synthetic_shards.py) unless --shards DIR points at real ones.
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def main() -> int:
         tmp = Path(tmp)
         shards = Path(args.shards) if args.shards else None
         if shards is None:
-            from train.synthetic_shards import write_shards
+            from tests.synthetic_shards import write_shards
             shards = write_shards(tmp / "shards", {k: (k, 96, 1.0) for k in ("verbal", "spatial", "action")},
                                   per_shard=32)
         if args.mfu:

@@ -1,21 +1,23 @@
-"""Synthetic shards in the `magma data build` layout, for smoke tests and benchmarks.
+"""Synthetic shards in the `magma data build` layout, for tests and benchmarks (not shipped).
 
 Coloured squares on a grey canvas with a verbal (colour), spatial (point) or action (action
-tokens) target; the format written here is the shard contract, not the data pipeline's code."""
+tokens) target. Written through `magma.shards` (the one writer and the typed manifests), so
+what tests train on is the shard contract itself, not a copy of it."""
 from __future__ import annotations
 
-import io
-import json
-import tarfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from magma.action_tokenizer import ActionStats
-from magma.schema import Sample, Turn, sample_to_tar_members
+from magma.schema import Sample, Turn
+from magma.shards import (MANIFEST, SHARD_PATTERN, ShardManifest, SourceEntry, SourceManifest,
+                          atomic_write_bytes, sample_members, split_member_name, tar_bytes,
+                          write_manifest)
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220)}
+DEFAULT_SOURCES = {"verbal": ("verbal", 24, 1.0), "spatial": ("spatial", 24, 1.0), "action": ("action", 24, 1.0)}
 
 
 def _image(rng: np.random.Generator, colour: str) -> tuple[np.ndarray, tuple[int, int]]:
@@ -40,38 +42,50 @@ def make_sample(source: str, kind: str, i: int, rng: np.random.Generator) -> Sam
                   conversation=[Turn("user", user), Turn("assistant", answer, kind=kind)])
 
 
+def _members(sample: Sample, broken: bool) -> list[tuple[str, bytes]]:
+    members = sample_members(sample)
+    if broken:  # the record no longer parses: readers must count and skip it
+        members = [(n, b"{not json" if split_member_name(n)[1] == "json" else d) for n, d in members]
+    return members
+
+
+def _write_source(d: Path, name: str, kind: str, n: int, weight: float, per_shard: int,
+                  broken: int, rng: np.random.Generator) -> SourceManifest:
+    d.mkdir(parents=True, exist_ok=True)
+    shards, sizes = [], []
+    for s0 in range(0, n, per_shard):
+        fname = SHARD_PATTERN.format(s0 // per_shard)
+        idx = range(s0, min(n, s0 + per_shard))
+        atomic_write_bytes(d / fname, tar_bytes([m for i in idx
+                                                 for m in _members(make_sample(name, kind, i, rng), i < broken)]))
+        shards.append(fname)
+        sizes.append(len(idx))
+    manifest = SourceManifest(name=name, type="test", weight=weight, dir=d.name, build_hash="test",
+                              pipeline_version="test", samples_per_shard=per_shard, num_items=n,
+                              num_samples=n, shards=shards, shard_sizes=sizes,
+                              counts_by_kind={kind: n}, splits={"train": n})
+    write_manifest(d / MANIFEST, manifest)
+    return manifest
+
+
 def write_shards(root: Path, sources: dict[str, tuple[str, int, float]], per_shard: int = 8,
                  seed: int = 0, corrupt: dict[str, int] | None = None) -> Path:
-    """sources: {name: (kind, n_samples, weight)}; `corrupt` breaks the JSON of n samples of a source."""
+    """sources: {name: (kind, n_samples, weight)}; `corrupt` breaks the JSON of the first n
+    samples of a source. Returns `root`, a build folder training reads like a real one."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    top = {"mix": "test", "config_hash": "x", "pipeline_version": "test", "sources": {},
-           "counts_by_kind": {}, "counts_by_source": {}, "skipped": {}, "splits": {},
-           "action_stats": {"toy": asdict(ActionStats.from_actions(rng.normal(size=(50, 3))))}}
-    for name, (kind, n, weight) in sources.items():
-        d = root / name
-        d.mkdir(exist_ok=True)
-        shards = []
-        broken = (corrupt or {}).get(name, 0)
-        for s0 in range(0, n, per_shard):
-            fname = f"shard-{s0 // per_shard:06d}.tar"
-            with tarfile.open(d / fname, "w") as tar:
-                for i in range(s0, min(n, s0 + per_shard)):
-                    for member, data in sample_to_tar_members(make_sample(name, kind, i, rng)).items():
-                        if i < broken and member.endswith(".json"):
-                            data = b"{not json"
-                        ti = tarfile.TarInfo(member)
-                        ti.size = len(data)
-                        tar.addfile(ti, io.BytesIO(data))
-            shards.append(fname)
-        info = {"type": "test", "weight": weight, "dir": name, "num_samples": n, "shards": shards,
-                "counts_by_kind": {kind: n}, "skipped": {}}
-        (d / "manifest.json").write_text(json.dumps(info))
-        top["sources"][name] = info
-        top["counts_by_kind"][kind] = top["counts_by_kind"].get(kind, 0) + n
-        top["counts_by_source"][name] = n
-    (root / "manifest.json").write_text(json.dumps(top, indent=1))
+    stats = asdict(ActionStats.from_actions(rng.normal(size=(50, 3))))
+    built = {name: _write_source(root / name, name, kind, n, weight, per_shard,
+                                 (corrupt or {}).get(name, 0), rng)
+             for name, (kind, n, weight) in sources.items()}
+    counts: dict[str, int] = {}
+    for m in built.values():
+        for kind, k in m.counts_by_kind.items():
+            counts[kind] = counts.get(kind, 0) + k
+    top = ShardManifest(mix="test", pipeline_version="test", config_hash="x", samples_per_shard=per_shard,
+                        sources={name: SourceEntry.of(m) for name, m in built.items()},
+                        counts_by_kind=counts, counts_by_source={n: m.num_samples for n, m in built.items()},
+                        splits={n: m.splits for n, m in built.items()}, action_stats={"toy": stats},
+                        num_samples=sum(m.num_samples for m in built.values()))
+    write_manifest(root / MANIFEST, top)
     return root
-
-
-DEFAULT_SOURCES = {"verbal": ("verbal", 24, 1.0), "spatial": ("spatial", 24, 1.0), "action": ("action", 24, 1.0)}

@@ -1,7 +1,10 @@
 """Mixed, sharded, resumable training data over the shard layout of `magma data build`.
 
-    DIR/manifest.json                      {"sources": {name: {"dir", "weight", "shards", ...}},
-    DIR/<source dir>/shard-000000.tar       "action_stats": {dataset: stats}, ...}
+    DIR/manifest.json                      magma.shards.ShardManifest: {"sources": {name: {"dir",
+    DIR/<source dir>/shard-000000.tar       "weight", "shards", ...}}, "action_stats", "inference"}
+
+The format (manifest models, member names, the tar index) is `magma.shards`; this module only
+decides which sample comes when.
 
 How samples are ordered (everything follows from the seed, nothing from the world size):
 
@@ -19,16 +22,14 @@ How samples are ordered (everything follows from the seed, nothing from the worl
 - A sample that does not decode (or exceeds `max_length`) is counted and replaced by the next
   sample of the same source, so batch shapes, and with them the loss normalisation, stay fixed.
 
-Shards are read by random access into the tar (offsets from a header scan), which for
-uncompressed WebDataset tars costs one seek per member.
+Shards are read by random access into the tar (`magma.shards.scan_shard`: offsets from a header
+scan), which for uncompressed WebDataset tars costs one seek per member.
 """
 from __future__ import annotations
 
-import json
 import os
-import tarfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,7 +39,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from magma.action_tokenizer import ActionStats
 from magma.processing_magma import IGNORE_INDEX, collate_encoded
-from magma.schema import sample_from_tar_members
+from magma.schema import Sample
+from magma.shards import MANIFEST, ShardError, ShardIndex, ShardManifest, scan_shard
+from magma.shards import read_manifest as read_shard_manifest
 
 MIX_BLOCK = 4096
 
@@ -49,6 +52,8 @@ class DataError(RuntimeError):
 
 @dataclass
 class SourceInfo:
+    """A source the run draws from: its shards under `dir`, at `weight` (after overrides)."""
+
     name: str
     dir: Path
     weight: float
@@ -56,67 +61,54 @@ class SourceInfo:
 
 
 @dataclass
-class ShardManifest:
+class TrainingMix:
+    """The build's manifest and the sources training draws from (positive weight, shards)."""
+
     root: Path
+    manifest: ShardManifest
     sources: list[SourceInfo]
-    action_stats: dict[str, ActionStats] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def action_stats(self) -> dict[str, ActionStats]:
+        return self.manifest.action_stats
+
+    @property
+    def inference(self) -> dict[str, dict[str, Any]]:
+        """Per-dataset inference settings the samples were built with (magma.inference_settings)."""
+        return self.manifest.inference
 
 
-def read_manifest(root: str | Path, weights: dict[str, float] | None = None) -> ShardManifest:
-    """The top-level manifest, with optional per-source weight overrides."""
+def read_manifest(root: str | Path, weights: dict[str, float] | None = None) -> TrainingMix:
+    """The top-level manifest, with optional per-source weight overrides; DataError for a
+    missing or bad manifest, unknown override names, or nothing to draw from."""
     root = Path(root)
-    path = root / "manifest.json"
+    path = root / MANIFEST
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: no manifest; build shards with `magma data build --config "
-                        "configs/data/<mix>.yaml --out DIR` and set data.shards=DIR") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: corrupt JSON ({exc}); rebuild the shards") from None
+        manifest = read_shard_manifest(root)
+    except ShardError as exc:
+        raise DataError(f"data.shards: {exc}") from None
     weights = weights or {}
-    unknown = set(weights) - set(raw.get("sources", {}))
+    unknown = set(weights) - set(manifest.sources)
     if unknown:
         raise DataError(f"data.weights names unknown sources {sorted(unknown)}; "
-                        f"{path} has {sorted(raw.get('sources', {}))}")
+                        f"{path} has {sorted(manifest.sources)}")
     sources = []
-    for name, info in sorted(raw.get("sources", {}).items()):
-        w = float(weights.get(name, info.get("weight", 1.0)))
-        shards = list(info.get("shards", []))
-        if w <= 0 or not shards:
+    for name, entry in sorted(manifest.sources.items()):
+        w = float(weights.get(name, entry.weight))
+        if w <= 0 or not entry.shards:
             continue
-        sources.append(SourceInfo(name=name, dir=root / info.get("dir", name), weight=w, shards=shards))
+        sources.append(SourceInfo(name=name, dir=root / entry.dir, weight=w, shards=list(entry.shards)))
     if not sources:
         raise DataError(f"{path}: no source with a positive weight and at least one shard")
-    stats = {k: ActionStats(**v) for k, v in raw.get("action_stats", {}).items()}
-    return ShardManifest(root=root, sources=sources, action_stats=stats, raw=raw)
+    return TrainingMix(root=root, manifest=manifest, sources=sources)
 
 
 # --------------------------------------------------------------------------- one source
-@dataclass
-class _ShardEntry:
-    path: Path
-    keys: list[str]
-    members: list[dict[str, tuple[int, int]]]  # per key: suffix -> (offset, size)
-
-
-def scan_shard(path: Path) -> _ShardEntry:
-    """Sample keys in tar order with member offsets (headers only: no data is read)."""
-    keys: list[str] = []
-    members: dict[str, dict[str, tuple[int, int]]] = {}
+def _scan(path: Path) -> ShardIndex:
     try:
-        with tarfile.open(path, "r:") as tar:
-            for info in tar:
-                if not info.isfile() or "." not in info.name:
-                    continue
-                key, suffix = os.path.basename(info.name).split(".", 1)
-                if key not in members:
-                    members[key] = {}
-                    keys.append(key)
-                members[key][suffix] = (info.offset_data, info.size)
-    except (tarfile.TarError, OSError) as exc:
-        raise DataError(f"{path}: unreadable shard ({exc}); rebuild it with `magma data build`") from None
-    return _ShardEntry(path=path, keys=keys, members=[members[k] for k in keys])
+        return scan_shard(path)
+    except ShardError as exc:
+        raise DataError(str(exc)) from None
 
 
 class SourceReader:
@@ -124,8 +116,8 @@ class SourceReader:
 
     def __init__(self, info: SourceInfo, index: int, seed: int):
         self.info, self.index, self.seed = info, index, seed
-        self.shards = [scan_shard(info.dir / s) for s in info.shards]
-        self.sizes = np.array([len(s.keys) for s in self.shards])
+        self.shards = [_scan(info.dir / s) for s in info.shards]
+        self.sizes = np.array([len(s) for s in self.shards])
         self.num_samples = int(self.sizes.sum())
         if self.num_samples == 0:
             raise DataError(f"{info.dir}: source {info.name!r} has shards but no samples")
@@ -154,21 +146,19 @@ class SourceReader:
                 int(self.sizes[shard]))
         return shard, int(self._inner[shard][pos])
 
-    def _read(self, path: Path, offset: int, size: int) -> bytes:
+    def _handle(self, path: Path) -> Any:
         if self._pid != os.getpid():  # forked into a DataLoader worker: never share offsets
             self._handles, self._pid = {}, os.getpid()
         fh = self._handles.get(path)
         if fh is None:
             fh = self._handles[path] = open(path, "rb")
-        fh.seek(offset)
-        return fh.read(size)
+        return fh
 
-    def sample(self, j: int):
+    def sample(self, j: int) -> Sample:
+        """The j-th draw, decoded; ShardError (a ValueError) when it does not decode."""
         shard_i, pos = self.locate(j)
-        entry = self.shards[shard_i]
-        key = entry.keys[pos]
-        members = {suffix: self._read(entry.path, off, size) for suffix, (off, size) in entry.members[pos].items()}
-        return sample_from_tar_members(f"{entry.path.name}:{key}", members)
+        index = self.shards[shard_i]
+        return index.sample(pos, self._handle(index.path))
 
 
 # --------------------------------------------------------------------------- mixing

@@ -10,8 +10,9 @@ import pytest
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # tests/synthetic_shards.py
 
-from train.synthetic_shards import DEFAULT_SOURCES, write_shards  # noqa: E402
+from synthetic_shards import DEFAULT_SOURCES, write_shards  # noqa: E402
 
 MICRO_TRAIN = HERE / "micro_train.yaml"
 # scripts/gpu_check.sh reruns these tests with MAGMA_TRAIN_TEST_DEVICE=cuda (NCCL) and
