@@ -6,20 +6,19 @@
   ids, as constrained decoding would);
 - action L1: mean |decoded predicted action - decoded target action| in the dataset's units.
 
-Reads the data pipeline's WebDataset shards (`*.tar` of `magma.schema` members) with tarfile;
-keeps samples whose meta split matches (held-out by default).
+Reads the data pipeline's shards (`*.tar`, the format of `magma.shards`) with its reader; keeps
+samples whose meta split matches (held-out by default) and passes over ones that do not decode.
 """
 from __future__ import annotations
 
 import re
-import tarfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from magma.schema import Sample, SampleError, sample_from_tar_members
+from magma.schema import Sample
+from magma.shards import ShardError, decode_sample, iter_shard_members
 
 _MARK_TARGET = re.compile(r"\bMark \d+\b")
 
@@ -28,17 +27,10 @@ def iter_shard_samples(root: str | Path, split: str | None = "heldout") -> Itera
     """Samples from every `*.tar` under root (sorted), filtered on meta["split"] when given."""
     tars = sorted(Path(root).rglob("*.tar")) if Path(root).is_dir() else [Path(root)]
     for path in tars:
-        groups: dict[str, dict[str, bytes]] = defaultdict(dict)
-        with tarfile.open(path) as tf:
-            for m in tf.getmembers():
-                if not m.isfile():
-                    continue
-                key, _, suffix = m.name.rpartition("/")[2].partition(".")
-                groups[key][suffix] = tf.extractfile(m).read()  # type: ignore[union-attr]
-        for key, members in groups.items():
+        for key, members in iter_shard_members(path):  # ShardError for an unreadable tar
             try:
-                sample = sample_from_tar_members(key, members)
-            except SampleError:
+                sample = decode_sample(path, key, members)
+            except ShardError:  # one undecodable sample: scored without it
                 continue
             if split is None or sample.meta.get("split", "train") == split:
                 yield sample

@@ -1,7 +1,5 @@
 """Offline teacher-forced metrics on a small generated shard (tiny random model)."""
-import io
 import json
-import tarfile
 
 import numpy as np
 import pytest
@@ -10,7 +8,8 @@ pytestmark = pytest.mark.slow
 
 from magma.action_tokenizer import ActionStats, ActionTokenizer
 from magma.prompts import grounding_prompt, robot_action_prompt
-from magma.schema import Sample, Turn, sample_to_tar_members
+from magma.schema import Sample, Turn
+from magma.shards import write_shard
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +39,7 @@ def _write_shard(path, stats):
         Sample("a-1", [img], [Turn("user", robot_action_prompt("reach")), Turn("assistant", act, "action")],
                "robot/t", dataset="metaworld", meta={"split": "train"}),
     ]
-    with tarfile.open(path, "w") as tf:
-        for s in samples:
-            for name, data in sample_to_tar_members(s).items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
+    write_shard(path, samples)
 
 
 def test_offline_metrics_count_and_bound(checkpoint, tmp_path):
