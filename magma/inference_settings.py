@@ -19,24 +19,25 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from magma.config_io import StrictModel
 from magma.config_io import validation_problems as _problems
+from magma.prompts import HISTORY_WINDOW
 
 INFERENCE_SETTINGS_FILE = "inference_settings.json"
 # The name of the prompt texts and chat format that `magma.prompts` and the processor render.
 # Bump it when a change to them means older checkpoints no longer see what they were trained on.
 PROMPT_FORMAT = "magma-v1"
 DEFAULT_CHUNK = 1  # a dataset the checkpoint has no settings for
-# The defaults of magma.prompts' renderers (ui_action_prompt's history, marks_legend); a test
-# keeps them equal.
-UI_HISTORY_WINDOW = 4
+# The defaults of magma.prompts.marks_legend (a test keeps them equal).
 LEGEND_MAX_MARKS = 32
 LEGEND_MAX_TEXT = 24
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class _Strict(StrictModel):
+    # Records read back from JSON: no coercion either ("4" is not a chunk).
+    model_config = ConfigDict(strict=True)
 
 
 class ActionSettings(_Strict):
@@ -53,7 +54,7 @@ class UISettings(_Strict):
     """UI prompt rendering (magma.prompts): previous actions kept in the history line, and the
     legend's largest number of marks and characters of text per mark."""
 
-    history_window: int = Field(default=UI_HISTORY_WINDOW, ge=1)
+    history_window: int = Field(default=HISTORY_WINDOW, ge=0)
     legend_max_marks: int = Field(default=LEGEND_MAX_MARKS, ge=1)
     legend_max_text: int = Field(default=LEGEND_MAX_TEXT, ge=1)
 
