@@ -22,7 +22,9 @@ from eval.splits import Split, split_seeds
 from magma.inference_settings import MISMATCH_CODES
 # Imported up front, not inside an episode: `import magma` loads torch + transformers (7 s CPU,
 # 20+ s on a loaded machine), which would run out MiniWoB's in-page clock mid-episode.
-from magma.codecs import UIAction, render_ui_action
+from magma.codecs import ParseError, UIAction, parse_ui_action
+from magma.prompts import history_entry
+from serve.client.browser import ui_request  # the browser agent's request: the same history
 
 
 class PolicyUnavailable(RuntimeError):
@@ -125,9 +127,7 @@ class UIPolicyAgent:
     name: str = "policy"
 
     def act(self, obs, history):
-        request = {"adapter": "ui", "instruction": obs.utterance,
-                   "image": _encode_png(obs.screenshot), "dom_elements": obs.dom_elements(),
-                   "history": history[-4:]}
+        request = ui_request(obs.utterance, _encode_png(obs.screenshot), obs.dom_elements(), history)
         response, latency = call_policy(self.backend, request)
         marks = response.get("marks") or []
         if response.get("error"):
@@ -135,7 +135,7 @@ class UIPolicyAgent:
             return None, latency, marks, f"policy_error: {err.get('code')}: {err.get('message')}"
         action = {"op": response.get("op"), "ref": None, "point": response.get("point"),
                   "text": response.get("text"), "direction": response.get("direction"),
-                  "mark": response.get("mark")}
+                  "mark": response.get("mark"), "raw": response.get("raw")}
         return action, latency, marks, None
 
 
@@ -170,10 +170,15 @@ class UIExpertAgent:
 
 
 def _history_entry(action: dict[str, Any]) -> str:
-    try:  # the same text the model writes (marks only; points differ per screen)
-        return render_ui_action(UIAction(op=action["op"], mark=action.get("mark"),
-                                         text=action.get("text"), direction=action.get("direction")))
-    except Exception:
+    """The policy's action as training's history names it (its own text, parsed); agents
+    without model text (random, expert) get their action's fields without the pixel point."""
+    parsed = parse_ui_action(action.get("raw") or "")
+    if not isinstance(parsed, ParseError):
+        return history_entry(parsed)
+    try:
+        return history_entry(UIAction(op=action["op"], mark=action.get("mark"),
+                                      text=action.get("text"), direction=action.get("direction")))
+    except (ValueError, KeyError):
         return str(action.get("op"))
 
 

@@ -96,7 +96,8 @@ def load_inference_settings(folder: str | Path) -> InferenceSettings:
         try:
             stats = load_action_stats(folder)
         except (FileNotFoundError, ValueError) as exc:
-            raise CheckpointError(f"{folder / ACTION_STATS_FILE}: needed by {INFERENCE_SETTINGS_FILE} ({exc})") from None
+            raise CheckpointError(f"{folder / ACTION_STATS_FILE}: needed by {INFERENCE_SETTINGS_FILE} "
+                                  f"({exc})") from None
         for dataset, entry in settings.actions.items():
             have = stats[dataset].dim if dataset in stats else None
             if have != entry.action_dim:

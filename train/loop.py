@@ -47,7 +47,7 @@ class PreemptionFlag:
         self.requested = False
         self._previous = signal.signal(signal.SIGTERM, self._handle)
 
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+    def _handle(self, signum, frame) -> None:
         self.requested = True
 
     def restore(self) -> None:

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from magma.codecs import render_ui_action
 from magma.episode import Episode, iter_episode_dirs
 from magma.marks import Mark
-from magma.prompts import verbal_prompt
+from magma.prompts import history_entry, verbal_prompt
 from magma.schema import IMAGE_PLACEHOLDER, Sample, Turn
 from data_pipeline.som.dom_marks import marks_from_dom_elements, reading_order
 from data_pipeline.som.image_io import read_image
@@ -305,7 +304,7 @@ class MiniWoBEpisodesSource(SourceType):
                     samples.append(ui_action_sample(marked, ep.meta.instruction, marks, history,
                                                     action, "som/miniwob", step_meta, frame=t,
                                                     **common))
-                history.append(render_ui_action(action))
+                history.append(history_entry(action))
             if som_per_step > 0:
                 samples.extend(som_samples(image, marked, marks, "som/miniwob", rng,
                                            per_task=som_per_step, meta=step_meta, frame=t,

@@ -53,7 +53,8 @@ class RobotAdapter:
                              f"dataset {name!r} has no action statistics; known: {sorted(self.tokenizers)}")
         return name
 
-    def prepare(self, req: ActRequest, images: list[Image.Image], render_prompt) -> tuple[GenerationRequest, RobotContext]:
+    def prepare(self, req: ActRequest, images: list[Image.Image],
+                render_prompt) -> tuple[GenerationRequest, RobotContext]:
         dataset = self.resolve_dataset(req.dataset)
         try:
             chunk = resolve_robot_request(self.settings, dataset, req.chunk or self.default_chunk,

@@ -1,11 +1,12 @@
 """Gymnasium-style robot agent over the policy server: `action = agent(obs)` in any env loop.
 
-    agent = RemotePolicy(PolicyClient(url), "pick up the puck", chunk=4)
+    agent = RemotePolicy(PolicyClient(url), "pick up the puck")  # chunk: the checkpoint's
     obs, _ = env.reset(); agent.reset()
     while not done:
         obs, reward, terminated, truncated, info = env.step(agent(obs))
 
-Chunks are executed open-loop: one request per `chunk` steps. Light (no torch); numpy is
+Chunks are executed open-loop: one request per chunk of steps (`chunk` None: the chunk the
+checkpoint was trained with; another one is refused by the server). Light (no torch); numpy is
 imported when an observation needs encoding.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from serve.client.http import PolicyClient, encode_image
 
 
 class RemotePolicy:
-    def __init__(self, client: PolicyClient, instruction: str, dataset: str | None = None, chunk: int = 1,
+    def __init__(self, client: PolicyClient, instruction: str, dataset: str | None = None, chunk: int | None = None,
                  image_key: str = "image", proprio_key: str | None = None,
                  extract: Callable[[Any], tuple[Any, list[float] | None]] | None = None,
                  use_websocket: bool = False):
@@ -48,7 +49,9 @@ class RemotePolicy:
         if not self._queue:
             image, proprio = self._observation(obs)
             request: dict[str, Any] = {"adapter": "robot", "instruction": self.instruction,
-                                       "image": encode_image(image), "chunk": self.chunk}
+                                       "image": encode_image(image)}
+            if self.chunk is not None:
+                request["chunk"] = self.chunk
             if proprio is not None:
                 request["proprio"] = proprio
             if self.dataset:
