@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from magma.codecs import ParseError, UIAction, parse_ui_action, render_ui_action
 from magma.marks import Mark
 from magma.schema import IMAGE_PLACEHOLDER
+
+# Previous UI actions shown in a UI action prompt (the most recent ones). Training and serving
+# must agree on it; the checkpoint records the value training used.
+HISTORY_WINDOW = 4
 
 
 def _images(n: int) -> str:
@@ -35,14 +40,46 @@ def marks_legend(marks: Sequence[Mark], max_text: int = 24, max_marks: int = 32)
     return "\n".join(_mark_line(m, max_text) for m in list(marks)[:max_marks])
 
 
+def history_entry(action: UIAction) -> str:
+    """A previous UI action as the history line names it: the text the model writes for it
+    (`magma.codecs.render_ui_action`), so `parse_ui_action(history_entry(a)) == a`."""
+    return render_ui_action(action)
+
+
+def _canonical_entry(entry: str) -> str:
+    # Clients send the model's raw text of each executed action; parsing and re-rendering puts
+    # it in the form training wrote (a no-op for `history_entry` output). Text that is not a
+    # UI action is kept as sent.
+    parsed = parse_ui_action(entry)
+    return entry if isinstance(parsed, ParseError) else history_entry(parsed)
+
+
+def render_history(entries: Sequence[str], window: int = HISTORY_WINDOW) -> str:
+    """The last `window` history entries, oldest first, joined by ' | ' ('' for none).
+
+    Entries are `history_entry` texts or the model's raw text of the actions taken; both give
+    the same line. `window` 0 shows no history; a negative window is an error.
+    """
+    if window < 0:
+        raise ValueError(f"history window must be >= 0, got {window}")
+    recent = list(entries)[-window:] if window else []
+    return " | ".join(_canonical_entry(e) for e in recent)
+
+
 def ui_action_prompt(instruction: str, marks: Sequence[Mark] | None = None,
-                     history: Sequence[str] = (), n_images: int = 1) -> str:
-    """Instruction + marked screen (+ legend of marks, + previous actions) -> next UI action."""
+                     history: Sequence[str] = (), n_images: int = 1,
+                     history_window: int = HISTORY_WINDOW) -> str:
+    """Instruction + marked screen (+ legend of marks, + previous actions) -> next UI action.
+
+    `history` holds the entries of every previous step (see `render_history`); the prompt
+    shows the last `history_window` of them.
+    """
     parts = [_images(n_images) + f"Task: {instruction}"]
     if marks:
         parts.append("Marks:\n" + marks_legend(marks))
-    if history:
-        parts.append("History: " + " | ".join(history[-4:]))
+    line = render_history(history, history_window)
+    if line:
+        parts.append("History: " + line)
     parts.append("Next action?")
     return "\n".join(parts)
 

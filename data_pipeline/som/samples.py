@@ -124,5 +124,7 @@ def ui_action_from_step(action: dict[str, Any], ref_to_mark: dict[int, int],
 def ui_action_sample(marked: np.ndarray, instruction: str, marks: Sequence[Mark],
                      history: Sequence[str], action: UIAction, source: str,
                      meta: dict[str, Any], **extra: Any) -> Sample:
+    """One UI step: `history` holds `prompts.history_entry` of every previous step (the prompt
+    shows the last `prompts.HISTORY_WINDOW`, exactly as serving does)."""
     return _sample(marked, prompts.ui_action_prompt(instruction, marks, history),
                    render_ui_action(action), "action", source, meta, **extra)

@@ -29,6 +29,27 @@ DOM_JS = """() => {
 }"""
 
 
+# Entries of history a request carries (serve.api.MAX_HISTORY, the most the server accepts):
+# the server shows the model the last few (magma.prompts.HISTORY_WINDOW, as in training).
+HISTORY_SENT = 32
+
+
+def ui_request(instruction: str, image_b64: str, dom_elements: list[dict],
+               history: list[str]) -> dict[str, Any]:
+    """The /v1/act body for one UI step. `history` holds `history_text` of every executed step,
+    oldest first; the server renders it into the prompt as training did
+    (magma.prompts.render_history)."""
+    return {"adapter": "ui", "instruction": instruction, "image": image_b64,
+            "dom_elements": dom_elements, "history": list(history[-HISTORY_SENT:])}
+
+
+def history_text(action: dict[str, Any]) -> str | None:
+    """What an executed action adds to the history: the model's text of it (the server puts it
+    in training's form), or None when the response has none."""
+    raw = (action.get("raw") or "").strip()
+    return raw or None
+
+
 @dataclass
 class AgentStep:
     action: dict[str, Any]
@@ -90,12 +111,12 @@ def run_agent(client, url: str, instruction: str, max_steps: int = 5, viewport=(
             page.goto(url)
             for _ in range(max_steps):
                 image, dom = observe(page)
-                action = client.act({"adapter": "ui", "instruction": instruction, "image": image,
-                                     "dom_elements": dom, "history": list(history)})
+                action = client.act(ui_request(instruction, image, dom, history))
                 ok, note = execute(page, action)
                 run.steps.append(AgentStep(action, ok, note))
-                if ok and action.get("raw"):
-                    history.append(action["raw"])
+                entry = history_text(action) if ok else None
+                if entry:
+                    history.append(entry)
                 if not ok and stop_on_error:
                     break
         finally:

@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 from data_pipeline import perception
-from serve.client.browser import CHROMIUM, execute, observe
+from serve.client.browser import CHROMIUM, execute, history_text, observe, ui_request
 from serve.demo.backend import Backend, DemoError
 from serve.demo.logic import shorten, draw_click, is_local_target
 
@@ -122,13 +122,13 @@ class LiveSession:
             page = self._ensure_page()
             image_b64, dom = observe(page)
             marked, marks = self._marked_screen(image_b64, dom)
-            action = backend.act({"adapter": "ui", "instruction": instruction, "image": image_b64,
-                                  "dom_elements": dom, "history": list(self.history[-8:])})
+            action = backend.act(ui_request(instruction, image_b64, dom, self.history))
             drawn = draw_click(marked, marks, action.get("mark"), action.get("point"))
             ok, note = execute(page, action)
             self.steps += 1
-            if ok and action.get("raw"):
-                self.history.append(action["raw"])
+            entry = history_text(action) if ok else None
+            if entry:
+                self.history.append(entry)
             verdict = "executed" if ok else "not executed"
             summary = f"Step {self.steps}: `{shorten(action.get('raw', ''), 80)}` -> {verdict} ({note})"
             return LiveStep(drawn, summary, self._page_status(), ok)
