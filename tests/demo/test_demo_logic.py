@@ -140,7 +140,7 @@ def test_robot_action_units_and_state_parsing():
 
 
 def test_guard_turns_failures_into_status_messages():
-    from serve.demo.app import guarded
+    from serve.demo.guard import guarded
 
     @guarded(3, 2)
     def refuses():
