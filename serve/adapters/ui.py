@@ -15,7 +15,7 @@ from PIL import Image
 
 from magma.codecs import ParseError, UIAction, denormalize_point, parse_ui_action
 from magma.marks import Mark
-from magma.prompts import ui_action_prompt
+from magma.prompts import HISTORY_WINDOW, ui_action_prompt
 from serve.api import ActRequest, ErrorInfo, UIActResponse
 from serve.engines.base import GenerationOutput, GenerationRequest
 from serve.errors import ServeError
@@ -57,10 +57,12 @@ class UIContext:
     height: int
 
 
-def prepare_ui(req: ActRequest, screenshot: Image.Image, render_prompt) -> tuple[GenerationRequest, UIContext]:
+def prepare_ui(req: ActRequest, screenshot: Image.Image, render_prompt,
+               history_window: int = HISTORY_WINDOW) -> tuple[GenerationRequest, UIContext]:
+    """`history_window`: the checkpoint's (inference_settings.json `ui.history_window`)."""
     marks = marks_for_request(req)
     marked = mark_screen(screenshot, marks)
-    user = ui_action_prompt(req.instruction, marks, history=req.history or ())
+    user = ui_action_prompt(req.instruction, marks, history=req.history or (), history_window=history_window)
     gen = GenerationRequest(render_prompt(user), [marked], UI_MAX_NEW_TOKENS)
     return gen, UIContext(marks, screenshot.width, screenshot.height)
 

@@ -203,3 +203,17 @@ def test_a_checkpoint_without_settings_takes_the_request_as_sent(tiny_checkpoint
         assert p.info()["inference"]["actions"] == {}
     finally:
         p.close()
+
+
+def test_ui_prompts_show_the_checkpoint_history_window(policy, image_b64):
+    from magma.inference_settings import UISettings
+    from serve.policy import Policy
+
+    request = {"adapter": "ui", "instruction": "click OK", "image": image_b64,
+               "history": ["step-one", "step-two", "step-three"]}
+    default_prompt = policy.prepare_act(request)[0].prompt
+    assert "step-one | step-two | step-three" in default_prompt  # window 4 (magma.prompts.HISTORY_WINDOW)
+    narrow = Policy(policy.engine, policy.processor, policy.action_stats,
+                    inference=InferenceSettings(ui=UISettings(history_window=1)))
+    prompt = narrow.prepare_act(request)[0].prompt
+    assert "History: step-three" in prompt and "step-two" not in prompt
