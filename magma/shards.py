@@ -72,7 +72,7 @@ def split_member_name(name: str) -> tuple[str, str]:
 
 def sample_members(sample: Sample) -> list[tuple[str, bytes]]:
     """The sample's tar members in writing order (validates it). `magma.schema` names them
-    `member_name(sample.id, suffix)`; tests/magma/test_shards.py holds the two together."""
+    `member_name(sample.id, suffix)`; tests/magma/test_shard_format.py holds the two together."""
     return list(sample_to_tar_members(sample).items())
 
 
@@ -118,13 +118,14 @@ def write_shard(path: str | Path, samples: Iterable[Sample]) -> int:
 
 # ---------------------------------------------------------------- reading
 
-def _group(path: Path, infos: Iterable[tarfile.TarInfo]) -> Iterator[tuple[str, list[tuple[str, tarfile.TarInfo]]]]:
+def _group(path: Path, tar: tarfile.TarFile) -> Iterator[tuple[str, list[tuple[str, tarfile.TarInfo]]]]:
     """(key, [(suffix, info)]) per sample, from the file members in tar order. A sample's
-    members must be adjacent (the WebDataset convention); anything else is a ShardError."""
+    members must be adjacent (the WebDataset convention); anything else is a ShardError, and
+    so is an archive cut short (checked before the last sample is given out)."""
     key: str | None = None
     group: list[tuple[str, tarfile.TarInfo]] = []
     done: set[str] = set()
-    for info in infos:
+    for info in tar:
         if not info.isfile():
             continue
         try:
@@ -142,8 +143,18 @@ def _group(path: Path, infos: Iterable[tarfile.TarInfo]) -> Iterator[tuple[str, 
         if any(s == suffix for s, _ in group):
             raise ShardError(f"{path}: sample {k!r} has two {suffix!r} members; {REBUILD}")
         group.append((suffix, info))
+    _check_end(path, tar)
     if key is not None:
         yield key, group
+
+
+def _check_end(path: Path, tar: tarfile.TarFile) -> None:
+    """tarfile stops quietly at a short or invalid header after the first member; a whole
+    archive ends with a zero block there instead. Call after the members were walked."""
+    tar.fileobj.seek(tar.offset)  # type: ignore[union-attr]
+    if tar.fileobj.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:  # type: ignore[union-attr]
+        raise ShardError(f"{path}: truncated or damaged after byte {tar.offset} (no end-of-archive "
+                         f"block); {REBUILD}")
 
 
 def _open_error(path: Path, exc: Exception) -> ShardError:
@@ -313,7 +324,7 @@ def _validate(model: type[BaseModel], raw: dict[str, Any], path: Path) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ShardError(f"{path}: {validation_problems(exc)}; {REBUILD}") from None
+        raise ShardError(f"{path}: {validation_problems(exc, model)}; {REBUILD}") from None
 
 
 def read_manifest(root: str | Path) -> ShardManifest:

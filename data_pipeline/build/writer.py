@@ -111,7 +111,7 @@ def _process_one(task: tuple[int, WorkItem]) -> tuple[int, str | None, str]:
         skipped, detail = exc.reason, exc.detail
     except SampleError as exc:
         skipped, detail = "invalid sample", str(exc)
-    except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+    except Exception as exc:  # one bad item must not stop the run
         skipped = f"error: {type(exc).__name__}"
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     if skipped is not None:
@@ -344,6 +344,6 @@ def build_mix(mix: MixConfig, out: str | Path, workers: int | None = None, overw
         manifest = ShardManifest.model_validate(top)
     except ValidationError as exc:
         raise BuildError(f"{out / MANIFEST}: the merged manifest is invalid: "
-                         f"{validation_problems(exc)}") from None
+                         f"{validation_problems(exc, ShardManifest)}") from None
     write_manifest(out / MANIFEST, manifest)
     return manifest.model_dump(mode="json")

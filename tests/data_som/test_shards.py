@@ -151,7 +151,8 @@ sources:
     code, err = _run_cli(capsys, caplog, "build", "--config", str(only_bad), "--out", str(tmp_path / "out2"), "-q")
     assert code == 1 and "nothing usable" in err
     assert read_manifest(tmp_path / "out") == top
-    code, err = _run_cli(capsys, caplog, "build", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o3"))
+    code, err = _run_cli(capsys, caplog, "build", "--config", str(tmp_path / "nope.yaml"),
+                         "--out", str(tmp_path / "o3"))
     assert code == 2 and "not found" in err
 
 

@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
-
 from magma.action_tokenizer import ActionStats, ActionTokenizer
 from magma.prompts import grounding_prompt, robot_action_prompt
 from magma.schema import Sample, Turn
 from magma.shards import write_shard
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
