@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
+from magma.cli import fail, subcommand
 from eval.quickstart import ROOT, StageFailed, magma_command, run_stage, train_stage
 
 # How each arm changes configs/data/quickstart.yaml. Sources with `actions: false` are the
@@ -71,7 +71,7 @@ def run_arm(name: str, episodes: Path, out: Path, steps: int, eval_config: str,
     mix_path.write_text(yaml.safe_dump(_mix(ROOT / "configs/data/quickstart.yaml", name)))
     run_stage(f"{name} shards", magma_command() + ["data", "build", "--config", str(mix_path),
                                             "--out", str(arm / "shards"),
-                                            "--set", f"EPISODES={episodes}"], arm, timings, tag="ablation")
+                                            "--var", f"EPISODES={episodes}"], arm, timings, tag="ablation")
     train_stage(f"{name} train", "configs/train/quickstart.yaml",
                 [f"run_dir={arm / 'train'}", f"data.shards={arm / 'shards'}", f"max_steps={steps}",
                  f"checkpoint.every={steps}"], arm, timings, tag="ablation")
@@ -101,25 +101,26 @@ def table(arms: dict[str, dict], steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="magma eval ablation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_command(sub: argparse._SubParsersAction) -> None:
+    """`ablation` in `magma eval` (see eval.cli)."""
+    p = subcommand(sub, "ablation", run, "SoM/ToM ablation at equal budget (trains each arm)",
+                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--episodes", type=Path, required=True,
                    help="recorded demonstrations (a quickstart run's episodes/ folder)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=300, help="training steps for each arm")
     p.add_argument("--eval-config", default=DEFAULT_EVAL)
     p.add_argument("--arms", default=DEFAULT_ARMS, help="comma-separated, from " + ", ".join(ARMS))
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if not (args.episodes / "miniwob").is_dir() or not (args.episodes / "metaworld").is_dir():
-        print(f"magma eval ablation: {args.episodes} needs miniwob/ and metaworld/ episode folders "
-              "(run `magma quickstart` first and pass RUN/episodes)", file=sys.stderr)
-        return 2
+        return fail(args._prog, f"{args.episodes} needs miniwob/ and metaworld/ episode folders "
+                    "(run `magma quickstart` first and pass RUN/episodes)")
     arms_wanted = [a for a in args.arms.split(",") if a]
     unknown = [a for a in arms_wanted if a not in ARMS]
     if unknown:
-        print(f"magma eval ablation: unknown arm(s) {unknown}; choose from {list(ARMS)}", file=sys.stderr)
-        return 2
+        return fail(args._prog, f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     arms: dict[str, dict] = {}
@@ -129,15 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             arms[name] = run_arm(name, args.episodes.resolve(), args.out.resolve(), args.steps,
                                  args.eval_config, timings)
     except StageFailed as exc:
-        print(f"magma eval ablation: {exc}", file=sys.stderr)
-        return 1
+        return fail(args._prog, str(exc), 1)
     md = table(arms, args.steps)
     (args.out / "ablation.md").write_text(md)
     (args.out / "ablation.json").write_text(json.dumps(
         {"steps": args.steps, "arms": arms, "timings_s": timings}, indent=1))
     print(md + f"\nablation done in {time.perf_counter() - t0:.0f} s: {args.out / 'ablation.md'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """`magma eval`: closed-loop evaluation suites, expert recording, report rebuilding.
 
-  magma eval --config configs/eval/quickstart.yaml --checkpoint DIR | --server URL [--out RUN]
+  magma eval [run] --config configs/eval/quickstart.yaml --checkpoint DIR | --server URL [--out RUN]
   magma eval record --env miniwob|metaworld --tasks a,b --episodes N --split train --out DIR
   magma eval report RUN_DIR [--training-metrics metrics.jsonl]
   magma eval offline --checkpoint DIR --shards DIR [--split heldout] [--max-samples N]
@@ -15,19 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.config import ConfigError, EvalConfig, load_eval_config
+from magma.cli import fail, run_cli, subcommand
+from magma.config_io import ConfigError
+from eval.config import EvalConfig, load_eval_config
 
-
-def _fail(message: str, code: int = 2) -> int:
-    print(f"magma eval: {message}", file=sys.stderr)
-    return code
+COMMANDS = ("run", "record", "report", "offline", "ablation")
 
 
 # ---------------------------------------------------------------- record
 
-def _record_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="magma eval record",
-                                description="Record scripted-expert demonstrations (recorder format).")
+def _add_record(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(sub, "record", run_record,
+                   "record scripted-expert demonstrations (recorder format)")
     p.add_argument("--env", required=True, choices=["miniwob", "metaworld"])
     p.add_argument("--tasks", required=True, help="comma-separated task names")
     p.add_argument("--episodes", type=int, required=True, help="episodes (seeds) per task")
@@ -35,34 +34,30 @@ def _record_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-offset", type=int, default=0, help="start this many seeds into the split")
     p.add_argument("--image-size", type=int, default=128, help="Meta-World camera size (px)")
     p.add_argument("--out", required=True, help="folder for episode folders + split_manifest.json")
-    return p
 
 
-def main_record(argv: list[str]) -> int:
-    args = _record_parser().parse_args(argv)
+def run_record(args: argparse.Namespace) -> int:
     from eval.record import record_episodes, stats_to_dict
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks or args.episodes < 1:
-        return _fail("give at least one task in --tasks and --episodes >= 1")
+        return fail(args._prog, "give at least one task in --tasks and --episodes >= 1")
     try:
         stats = record_episodes(args.env, tasks, args.episodes, args.split, args.out,
                                 seed_offset=args.seed_offset, image_size=args.image_size)
     except (ValueError, FileNotFoundError) as exc:
-        return _fail(str(exc))
+        return fail(args._prog, str(exc))
     print(json.dumps(stats_to_dict(stats)))
     return 0
 
 
 # ---------------------------------------------------------------- evaluate
 
-def _eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="magma eval", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Closed-loop evaluation on held-out seeds of MiniWoB++ and Meta-World, with "
-                    "random and scripted-expert baselines measured in the same run.",
-        epilog="Subcommands: 'magma eval record --help', 'magma eval report --help', "
-               "'magma eval offline --help'.")
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(sub, "run", run_suite,
+                   "closed-loop evaluation (the default: 'magma eval --config ...' runs it)",
+                   description="Closed-loop evaluation on held-out seeds of MiniWoB++ and "
+                   "Meta-World, with random and scripted-expert baselines measured in the same run.")
     p.add_argument("--config", required=True, help="configs/eval/<suite>.yaml")
     p.add_argument("--checkpoint", help="checkpoint folder (in-process policy)")
     p.add_argument("--server", help="policy server URL, e.g. http://127.0.0.1:8000")
@@ -72,7 +67,6 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, help="override policy episodes per task")
     p.add_argument("--training-metrics", help="training metrics.jsonl for the loss plot")
     p.add_argument("--agents", help="comma-separated subset of policy,random,expert")
-    return p
 
 
 def _apply_overrides(cfg: EvalConfig, args: argparse.Namespace) -> EvalConfig:
@@ -154,63 +148,67 @@ def print_summary(results: dict[str, Any], run_dir: Path) -> None:
     print(f"report: {run_dir / 'report.md'}")
 
 
-def main_eval(argv: list[str]) -> int:
-    args = _eval_parser().parse_args(argv)
+def run_suite(args: argparse.Namespace) -> int:
     from eval.closed_loop import PolicyUnavailable
 
     try:
         cfg = _apply_overrides(load_eval_config(args.config), args)
-    except (ConfigError, ValueError) as exc:
-        return _fail(str(exc))
+    except ValueError as exc:  # ConfigError, or an override the config model refuses
+        return fail(args._prog, str(exc))
     if "policy" in cfg.agents and not (cfg.policy.server or cfg.policy.checkpoint):
-        return _fail("no policy: pass --checkpoint DIR or --server URL (or --agents random,expert)")
+        return fail(args._prog, "no policy: pass --checkpoint DIR or --server URL "
+                    "(or --agents random,expert)")
     run_dir = Path(args.out) if args.out else \
         Path(cfg.out) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         results = run_eval(cfg, run_dir)
     except PolicyUnavailable as exc:
-        return _fail(f"{exc} (run folder: {run_dir})", code=4)
+        return fail(args._prog, f"{exc} (run folder: {run_dir})", 4)
     except FileNotFoundError as exc:
-        return _fail(str(exc))
+        return fail(args._prog, str(exc))
     print_summary(results, run_dir)
     return 0
 
 
-def main_report(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="magma eval report",
-                                description="Rebuild results.json, plots and report.md from a run's episodes.jsonl.")
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(sub, "report", run_report,
+                   "rebuild results.json, plots and report.md from a run's episodes.jsonl")
     p.add_argument("run_dir")
     p.add_argument("--training-metrics")
-    args = p.parse_args(argv)
+
+
+def run_report(args: argparse.Namespace) -> int:
     from eval.report import EPISODES, build_report
 
     run_dir = Path(args.run_dir)
     if not (run_dir / EPISODES).exists():
-        return _fail(f"{run_dir / EPISODES} not found: not an eval run folder")
+        return fail(args._prog, f"{run_dir / EPISODES} not found: not an eval run folder")
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     print_summary(build_report(run_dir, info, None, args.training_metrics), run_dir)
     return 0
 
 
-def main_offline(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="magma eval offline",
-                                description="Teacher-forced mark accuracy, action token accuracy "
-                                            "and action L1 of a checkpoint on held-out shards.")
+def _add_offline(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(sub, "offline", run_offline,
+                   "teacher-forced mark accuracy, action token accuracy and action L1 of a "
+                   "checkpoint on held-out shards")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--shards", required=True, help="shard folder (searched for *.tar) or one .tar")
     p.add_argument("--split", default="heldout", help="meta split to keep ('all' keeps every sample)")
     p.add_argument("--max-samples", type=int, default=200)
     p.add_argument("--out", help="write the metrics JSON here too")
-    args = p.parse_args(argv)
+
+
+def run_offline(args: argparse.Namespace) -> int:
     from eval.offline import offline_metrics
 
     if not Path(args.shards).exists():
-        return _fail(f"shards {args.shards} not found")
+        return fail(args._prog, f"shards {args.shards} not found")
     try:
         metrics = offline_metrics(args.checkpoint, args.shards,
                                   None if args.split == "all" else args.split, args.max_samples)
     except Exception as exc:  # checkpoint errors carry their own message
-        return _fail(f"{type(exc).__name__}: {exc}")
+        return fail(args._prog, f"{type(exc).__name__}: {exc}")
     text = json.dumps(metrics, indent=1)
     if args.out:
         Path(args.out).write_text(text)
@@ -218,18 +216,25 @@ def main_offline(argv: list[str]) -> int:
     return 0
 
 
+def build_parser() -> argparse.ArgumentParser:
+    from eval import ablation
+
+    p = argparse.ArgumentParser(prog="magma eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_record(sub)
+    _add_report(sub)
+    _add_offline(sub)
+    ablation.add_command(sub)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "offline":
-        return main_offline(argv[1:])
-    if argv and argv[0] == "record":
-        return main_record(argv[1:])
-    if argv and argv[0] == "report":
-        return main_report(argv[1:])
-    if argv and argv[0] == "ablation":
-        from eval.ablation import main as main_ablation
-        return main_ablation(argv[1:])
-    return main_eval(argv)
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "run")  # `magma eval --config ...` is `magma eval run --config ...`
+    return run_cli(build_parser(), argv, errors=(ConfigError,))
 
 
 if __name__ == "__main__":

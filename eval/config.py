@@ -4,13 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from magma.config_io import read_yaml_mapping, validate_config
+from magma.config_io import StrictModel, read_yaml_mapping, validate_config
 
 
-class PolicyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PolicyConfig(StrictModel):
     checkpoint: str | None = None  # in-process serve.policy.Policy
     server: str | None = None  # or the HTTP policy server (wins when both are given)
     engine: Literal["hf", "vllm"] = "hf"
@@ -18,8 +17,7 @@ class PolicyConfig(BaseModel):
     timeout_s: float = Field(default=300.0, gt=0)
 
 
-class SuiteConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SuiteConfig(StrictModel):
     tasks: list[str] = Field(min_length=1)
     episodes: int = Field(ge=1)
     baseline_episodes: int | None = Field(default=None, ge=1)
@@ -29,8 +27,7 @@ class SuiteConfig(BaseModel):
     episode_seconds: float | None = Field(default=120.0, gt=0)
 
 
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EvalConfig(StrictModel):
     name: str
     split: Literal["train", "heldout"] = "heldout"
     seed_offset: int = Field(default=0, ge=0)
@@ -49,10 +46,6 @@ class EvalConfig(BaseModel):
         return self
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def load_eval_config(path: str | Path) -> EvalConfig:
-    raw = read_yaml_mapping(path, "eval config", "configs/eval/*.yaml", ConfigError)
-    return validate_config(raw, EvalConfig, path, ConfigError)
+    raw = read_yaml_mapping(path, "eval config", "configs/eval/*.yaml")
+    return validate_config(raw, EvalConfig, path)

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from magma.cli import run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -181,12 +183,20 @@ def _summary(run: Path, timings: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magma quickstart", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fast", action="store_true", help="smoke version (< 5 minutes)")
     p.add_argument("--run-dir", type=Path, default=None, help="default: runs/<time>[-fast]")
-    args = p.parse_args(argv)
+    p.set_defaults(run=run_quickstart)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(build_parser(), argv)
+
+
+def run_quickstart(args: argparse.Namespace) -> int:
     plan = FAST if args.fast else FULL
     run = args.run_dir or ROOT / "runs" / (time.strftime("%Y%m%d-%H%M%S") + ("-fast" if args.fast else ""))
     run = run.resolve()
@@ -210,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             "--out", str(episodes / "metaworld")], run, timings)
         run_stage("build shards", magma_command() + [
             "data", "build", "--config", "configs/data/quickstart.yaml", "--out", str(run / "shards"),
-            "--set", f"EPISODES={episodes}"], run, timings)
+            "--var", f"EPISODES={episodes}"], run, timings)
         train_stage("train", plan.train_config,
                     [f"run_dir={run / 'train'}", f"data.shards={run / 'shards'}", *plan.train_overrides],
                     run, timings, ranks=plan.ranks)

@@ -7,9 +7,10 @@ import torch
 from transformers import AutoTokenizer, ConvNextConfig
 
 from magma.action_tokenizer import N_ACTION_BINS, action_token
+from magma.config_io import ConfigError
 from magma.configuration_magma import MagmaConfig
 from magma.image_processing_magma import MagmaImageProcessor
-from magma.model_config import ConfigFileError, ModelSpec, load_model_spec
+from magma.model_config import ModelSpec, load_model_spec
 from magma.modeling_magma import MagmaForCausalLM
 from magma.processing_magma import MagmaProcessor
 from magma.tokenizer_build import END_OF_TURN, IMAGE_TOKEN, build_bpe_tokenizer
@@ -19,7 +20,7 @@ def build_tokenizer(spec: ModelSpec):
     if spec.tokenizer.path:
         folder = Path(spec.tokenizer.path)
         if not folder.is_dir():
-            raise ConfigFileError(f"tokenizer.path {folder} is not a local folder (nothing is downloaded)")
+            raise ConfigError(f"tokenizer.path {folder} is not a local folder (nothing is downloaded)")
         tok = AutoTokenizer.from_pretrained(folder)
         missing = [t for t in [IMAGE_TOKEN] + [action_token(i) for i in range(N_ACTION_BINS)]
                    if t not in tok.get_vocab()]
@@ -28,7 +29,7 @@ def build_tokenizer(spec: ModelSpec):
         return tok
     if spec.tokenizer.builtin_bpe_vocab:
         return build_bpe_tokenizer(spec.tokenizer.builtin_bpe_vocab)
-    raise ConfigFileError("tokenizer: set builtin_bpe_vocab or path")
+    raise ConfigError("tokenizer: set builtin_bpe_vocab or path")
 
 
 def magma_config_from_spec(spec: ModelSpec, vocab_size: int, image_token_id: int) -> MagmaConfig:
@@ -55,7 +56,7 @@ def build_config_and_processor(spec_or_path: ModelSpec | str | Path) -> tuple[Ma
     tok = build_tokenizer(spec)
     vocab = spec.text.vocab_size or len(tok)
     if vocab < len(tok):
-        raise ConfigFileError(f"text.vocab_size {vocab} is smaller than the tokenizer ({len(tok)})")
+        raise ConfigError(f"text.vocab_size {vocab} is smaller than the tokenizer ({len(tok)})")
     config = magma_config_from_spec(spec, vocab, tok.convert_tokens_to_ids(IMAGE_TOKEN))
     return config, build_processor(config, tok)
 

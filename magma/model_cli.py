@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from magma.cli import run_cli, subcommand
+
 
 def count_parameters_on_meta(config_path: str | Path) -> dict[str, int]:
     """Parameter counts per module for a size config, without allocating weights."""
@@ -25,50 +27,70 @@ def count_parameters_on_meta(config_path: str | Path) -> dict[str, int]:
     return counts
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_init(args: argparse.Namespace) -> int:
+    from magma.build import build_model
+    from magma.checkpoint import save_checkpoint
+
+    model, processor = build_model(args.config, seed=args.seed)
+    save_checkpoint(model, processor, args.out)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out} ({n / 1e6:.2f}M parameters, vocab {len(processor.tokenizer)})")
+    return 0
+
+
+def run_size(args: argparse.Namespace) -> int:
+    for k, v in count_parameters_on_meta(args.config).items():
+        print(f"{k:24s} {v / 1e9:8.3f}B  ({v:,})")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from magma.checkpoint import load_checkpoint
+
+    model, processor, stats = load_checkpoint(args.checkpoint)
+    n = sum(p.numel() for p in model.parameters())
+    c = model.config
+    print(f"{args.checkpoint}: {n / 1e6:.2f}M parameters, vocab {len(processor.tokenizer)}, "
+          f"image {c.image_size}px x {c.tokens_per_view} tokens/view, max_crops {c.max_crops}, "
+          f"action datasets {sorted(stats) or 'none'}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from magma.magma_release import convert_magma_release
+
+    out = convert_magma_release(args.src, args.config, args.out, tokenizer_dir=args.tokenizer)
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magma model", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    init = sub.add_parser("init", help="write a randomly initialised checkpoint folder")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    init = subcommand(sub, "init", run_init, "write a randomly initialised checkpoint folder")
     init.add_argument("--config", required=True, help="configs/model/<size>.yaml")
     init.add_argument("--out", required=True, help="output checkpoint folder")
     init.add_argument("--seed", type=int, default=0)
-    size = sub.add_parser("size", help="parameter counts of a size config (meta device, no memory)")
+    size = subcommand(sub, "size", run_size,
+                      "parameter counts of a size config (meta device, no memory)")
     size.add_argument("--config", required=True)
-    info = sub.add_parser("info", help="describe a checkpoint folder")
+    info = subcommand(sub, "info", run_info, "describe a checkpoint folder")
     info.add_argument("checkpoint")
-    conv = sub.add_parser("convert-magma", help="convert a folder in the public Magma-8B layout")
+    conv = subcommand(sub, "convert-magma", run_convert,
+                      "convert a folder in the public Magma-8B layout")
     conv.add_argument("src")
     conv.add_argument("--config", required=True, help="size config matching the source shapes")
     conv.add_argument("--tokenizer", help="local tokenizer folder (default: src)")
     conv.add_argument("--out", required=True)
-    args = p.parse_args(argv)
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
     from magma.checkpoint import CheckpointError
-    from magma.model_config import ConfigFileError
-    try:
-        if args.cmd == "init":
-            from magma.build import build_model
-            from magma.checkpoint import save_checkpoint
-            model, processor = build_model(args.config, seed=args.seed)
-            save_checkpoint(model, processor, args.out)
-            n = sum(p.numel() for p in model.parameters())
-            print(f"wrote {args.out} ({n / 1e6:.2f}M parameters, vocab {len(processor.tokenizer)})")
-        elif args.cmd == "size":
-            for k, v in count_parameters_on_meta(args.config).items():
-                print(f"{k:24s} {v / 1e9:8.3f}B  ({v:,})")
-        elif args.cmd == "info":
-            from magma.checkpoint import load_checkpoint
-            model, processor, stats = load_checkpoint(args.checkpoint)
-            n = sum(p.numel() for p in model.parameters())
-            c = model.config
-            print(f"{args.checkpoint}: {n / 1e6:.2f}M parameters, vocab {len(processor.tokenizer)}, "
-                  f"image {c.image_size}px x {c.tokens_per_view} tokens/view, max_crops {c.max_crops}, "
-                  f"action datasets {sorted(stats) or 'none'}")
-        elif args.cmd == "convert-magma":
-            from magma.magma_release import convert_magma_release
-            out = convert_magma_release(args.src, args.config, args.out, tokenizer_dir=args.tokenizer)
-            print(f"wrote {out}")
-    except (ConfigFileError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"magma model {args.cmd}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    # ConfigError is a ValueError; FileNotFoundError: a missing source folder
+    return run_cli(build_parser(), argv, errors=(CheckpointError, FileNotFoundError, ValueError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,30 +4,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from magma.config_io import ConfigFileError, read_yaml_mapping, validate_config
+from magma.config_io import StrictModel, read_yaml_mapping, validate_config
 
-__all__ = ["ModelSpec", "ConfigFileError", "load_model_spec"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+__all__ = ["ModelSpec", "load_model_spec"]
 
 
-class VisionSpec(_Strict):
+class VisionSpec(StrictModel):
     depths: list[int] = Field(min_length=1)
     hidden_sizes: list[int] = Field(min_length=1)
     feature_stage: int = -1
     drop_path_rate: float = 0.0
 
 
-class ProjectorSpec(_Strict):
+class ProjectorSpec(StrictModel):
     type: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
     norm: bool = True
 
 
-class TextSpec(_Strict):
+class TextSpec(StrictModel):
     model_type: str = "llama"
     hidden_size: int
     intermediate_size: int
@@ -49,12 +45,12 @@ class TextSpec(_Strict):
         return v
 
 
-class TokenizerSpec(_Strict):
+class TokenizerSpec(StrictModel):
     builtin_bpe_vocab: int | None = None  # build our own byte-level BPE with this many merges+bytes
     path: str | None = None  # or load a tokenizer from a local folder
 
 
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     name: str
     vision: VisionSpec
     image_size: int = 224

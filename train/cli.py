@@ -9,26 +9,25 @@ import argparse
 import os
 import sys
 
+from magma.cli import run_cli
 
-def main(argv: list[str] | None = None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magma train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="configs/train/<name>.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=3e-4 --set dist.zero_stage=3")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    p.set_defaults(run=run_train)
+    return p
 
-    from train.config import TrainConfigError, load_train_config
-    from train.data import DataError
-    from train.loop import NonFiniteLossError, train
 
-    try:
-        cfg = load_train_config(args.config, args.overrides)
-        result = train(cfg)
-    except (TrainConfigError, DataError, FileNotFoundError, NonFiniteLossError, ValueError) as exc:
-        print(f"magma train: {exc}", file=sys.stderr)
-        return 2
+def run_train(args: argparse.Namespace) -> int:
+    from train.config import load_train_config
+    from train.loop import train
+
+    result = train(load_train_config(args.config, args.overrides))
     if os.environ.get("RANK", "0") != "0":
         return 0
     if result.preempted:
@@ -37,6 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[train] done: step {result.final_step}, loss {result.final_loss:.4f}, "
               f"skipped samples {result.skipped or 0}; final model in {result.run_dir / 'final'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from train.data import DataError
+    from train.loop import NonFiniteLossError
+
+    # ConfigError is a ValueError
+    return run_cli(build_parser(), argv,
+                   errors=(DataError, FileNotFoundError, NonFiniteLossError, ValueError))
 
 
 if __name__ == "__main__":

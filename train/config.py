@@ -9,16 +9,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from magma.config_io import read_yaml_mapping, validate_config
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from magma.config_io import ConfigError, StrictModel, read_yaml_mapping, validate_config
 
 
-class LoraSpec(_Strict):
+class LoraSpec(StrictModel):
     enabled: bool = False
     r: int = 8
     alpha: int = 16
@@ -27,7 +23,7 @@ class LoraSpec(_Strict):
     target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
-class ModelSection(_Strict):
+class ModelSection(StrictModel):
     config: str | None = None  # configs/model/<size>.yaml: random init (magma.build.build_model)
     checkpoint: str | None = None  # or a checkpoint folder (magma.checkpoint.load_checkpoint)
     seed: int = 0
@@ -43,7 +39,7 @@ class ModelSection(_Strict):
         return self
 
 
-class DataSection(_Strict):
+class DataSection(StrictModel):
     shards: str  # folder with the top-level manifest.json written by `magma data build`
     weights: dict[str, float] | None = None  # override the manifest's per-source weights
     num_workers: int = 0
@@ -53,7 +49,7 @@ class DataSection(_Strict):
     seed: int = 0
 
 
-class OptimSection(_Strict):
+class OptimSection(StrictModel):
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
@@ -64,27 +60,27 @@ class OptimSection(_Strict):
     min_lr_ratio: float = 0.1
 
 
-class DistSection(_Strict):
+class DistSection(StrictModel):
     engine: Literal["auto", "torch", "deepspeed"] = "auto"  # auto: deepspeed when world_size > 1
     deepspeed_config: str = "configs/deepspeed/zero2.json"
     zero_stage: int | None = None  # overrides the stage in deepspeed_config
     backend: Literal["auto", "gloo", "nccl"] = "auto"
 
 
-class CheckpointSection(_Strict):
+class CheckpointSection(StrictModel):
     every: int = 0  # 0: only at the end
     keep_last: int = 2
     resume: str = "auto"  # auto (latest in run_dir if any) | never | a checkpoints/step-N folder
 
 
-class LogSection(_Strict):
+class LogSection(StrictModel):
     every: int = 1
     tensorboard: bool = True
     wandb_project: str | None = None
     progress: bool = True
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     run_dir: str
     model: ModelSection
     data: DataSection
@@ -100,29 +96,27 @@ class TrainConfig(_Strict):
     seed: int = 0
 
 
-class TrainConfigError(ValueError):
-    """A config that cannot be used; the message names the file and the key."""
-
-
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`raw` with each `a.b=v` override set (v parsed as a YAML scalar; `a.b=` sets null)."""
     for item in overrides:
         if "=" not in item:
-            raise TrainConfigError(f"--set {item!r}: expected key=value (e.g. --set optim.lr=3e-4)")
+            raise ConfigError("expected KEY=VALUE", key=f"--set {item!r}",
+                              fix="e.g. --set optim.lr=3e-4")
         key, value = item.split("=", 1)
         node = raw
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise TrainConfigError(f"--set {key}: {p!r} is not a section")
+                raise ConfigError(f"{p!r} is not a section", key=f"--set {key}")
         node[parts[-1]] = yaml.safe_load(value) if value != "" else None
     return raw
 
 
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    raw = read_yaml_mapping(path, "train config", "configs/train/", TrainConfigError)
+    raw = read_yaml_mapping(path, "train config", "configs/train/")
     raw = apply_overrides(raw, overrides or [])
-    return validate_config(raw, TrainConfig, path, TrainConfigError)
+    return validate_config(raw, TrainConfig, path)
 
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:

@@ -6,8 +6,10 @@
     sources:
       - {name: miniwob, type: miniwob_episodes, weight: 1.0, params: {path: ${EPISODES}/miniwob}}
 
-`${VAR}` in any string param is taken from `variables` (the CLI's `--set VAR=value`) first and
+`${VAR}` in any string param is taken from `variables` (the CLI's `--var VAR=value`) first and
 the environment second; an undefined variable is an error naming the source and the param.
+Every source's params are then checked against its type's params model, so a bad key fails
+here, before any work starts.
 """
 from __future__ import annotations
 
@@ -18,27 +20,21 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from magma.config_io import read_yaml_mapping, validate_config
+from magma.config_io import ConfigError, StrictModel, read_yaml_mapping, validate_config
 
-from data_pipeline.build.registry import SourceConfig
+from data_pipeline.build.registry import SourceConfig, check_source_params
 
 PIPELINE_VERSION = "som-1"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class MixConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MixConfig(StrictModel):
     name: str
     samples_per_shard: int = Field(default=256, ge=1)
     workers: int = Field(default=2, ge=0)
     sources: list[SourceConfig]
-
-
-class MixConfigError(ValueError):
-    pass
 
 
 def _expand(value: Any, variables: Mapping[str, str], where: str) -> Any:
@@ -49,8 +45,8 @@ def _expand(value: Any, variables: Mapping[str, str], where: str) -> Any:
                 return variables[name]
             if name in os.environ:
                 return os.environ[name]
-            raise MixConfigError(f"{where}: ${{{name}}} is not defined; pass --set {name}=VALUE "
-                                 f"or export {name}")
+            raise ConfigError(f"${{{name}}} is not defined", key=where,
+                              fix=f"pass --var {name}=VALUE or export {name}")
         return _VAR.sub(sub, value)
     if isinstance(value, list):
         return [_expand(v, variables, where) for v in value]
@@ -60,19 +56,28 @@ def _expand(value: Any, variables: Mapping[str, str], where: str) -> Any:
 
 
 def load_mix_config(path: str | Path, variables: Mapping[str, str] | None = None) -> MixConfig:
-    """Reads and validates a mix YAML; raises MixConfigError with the file and the problem."""
+    """Reads and validates a mix YAML and every source's params; raises ConfigError naming the
+    file, the source and the key."""
     path = Path(path)
-    raw = dict(read_yaml_mapping(path, "mix config", "configs/data/", MixConfigError))
-    raw["sources"] = [
-        {**s, "params": _expand(s.get("params", {}), variables or {},
-                                f"{path}: source {s.get('name')!r} params")}
-        if isinstance(s, dict) else s for s in raw.get("sources") or []]
-    cfg = validate_config(raw, MixConfig, path, MixConfigError)
+    raw = dict(read_yaml_mapping(path, "mix config", "configs/data/"))
+    try:
+        raw["sources"] = [
+            {**s, "params": _expand(s.get("params", {}), variables or {},
+                                    f"source {s.get('name')!r} params")}
+            if isinstance(s, dict) else s for s in raw.get("sources") or []]
+    except ConfigError as exc:
+        raise exc.in_file(path) from None
+    cfg = validate_config(raw, MixConfig, path)
     names = [s.name for s in cfg.sources]
     if len(set(names)) != len(names):
-        raise MixConfigError(f"{path}: source names must be unique, got {names}")
+        raise ConfigError(f"source names must be unique, got {names}", file=path)
     if not cfg.sources:
-        raise MixConfigError(f"{path}: no sources")
+        raise ConfigError("no sources", file=path)
+    for source in cfg.sources:
+        try:
+            check_source_params(source)
+        except ConfigError as exc:
+            raise exc.in_file(path) from None
     return cfg
 
 
@@ -81,11 +86,13 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def parse_set_args(pairs: list[str]) -> dict[str, str]:
+def parse_var_args(pairs: list[str]) -> dict[str, str]:
+    """{'NAME': 'VALUE'} from the CLI's `--var NAME=VALUE` pairs."""
     out = {}
     for pair in pairs:
         if "=" not in pair:
-            raise MixConfigError(f"--set expects NAME=VALUE, got {pair!r}")
+            raise ConfigError(f"expected NAME=VALUE, got {pair!r}", key="--var",
+                              fix="e.g. --var EPISODES=runs/quickstart/episodes")
         k, v = pair.split("=", 1)
         out[k.strip()] = v
     return out

@@ -23,12 +23,13 @@ from magma.action_tokenizer import ActionStats, ActionTokenizer
 from magma.prompts import robot_action_prompt
 from magma.schema import Sample, Turn
 
-from data_pipeline.build.registry import SkipItem, SourceConfig, SourceType, WorkItem, register_source
+from data_pipeline.build.registry import (SkipItem, SourceConfig, SourceType, WorkItem, parse_params,
+                                          register_source)
 from data_pipeline.robot.episodes import (HDF5_SUFFIXES, EpisodeError, RobotEpisode, action_stats,
                                           check_episode, list_hdf5_episodes, list_lerobot_episodes,
                                           list_recorder_episodes, read_hdf5_episode,
                                           read_lerobot_episode, read_recorder_episode)
-from data_pipeline.tom.sources import (ACTION_VOCAB, TomOptions, existing_path, parse_params, require_backend,
+from data_pipeline.tom.sources import (ACTION_VOCAB, TomOptions, existing_path, require_backend,
                                        tom_samples)
 
 
@@ -48,6 +49,8 @@ class RobotParams(TomOptions):
 
 class _RobotSource(SourceType):
     """Shared prepare/process; subclasses list items and read one episode."""
+
+    params_model = RobotParams
 
     def read(self, item: WorkItem, p: RobotParams, load_images: bool) -> RobotEpisode:
         raise NotImplementedError

@@ -2,16 +2,17 @@
 `<name>.png` (screenshot or image), `<name>.marked.png` and `<name>.marks.json`."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from magma.cli import fail, subcommand
 from magma.marks import Mark
 from data_pipeline.som.image_io import read_image
 from data_pipeline.som.rendering import mark_table, render_marks
@@ -20,6 +21,7 @@ from data_pipeline.som.region_proposals import ProposalBackendError, propose_mar
 from data_pipeline.build.registry import SkipItem
 
 log = logging.getLogger("data_pipeline.som")
+PROG = "magma data som"
 PAGE_SUFFIXES = (".html", ".htm")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -56,11 +58,9 @@ def run_som(input_spec: str, out: Path, viewport: tuple[int, int] = (1280, 800),
     try:
         inputs = list_inputs(input_spec)
     except FileNotFoundError as exc:
-        print(f"magma data som: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     if not inputs:
-        print(f"magma data som: error: {input_spec}: no .html or image files found", file=sys.stderr)
-        return 2
+        return fail(PROG, f"{input_spec}: no .html or image files found")
     out.mkdir(parents=True, exist_ok=True)
     ok, skipped = 0, {}
     for name, source in tqdm(inputs, desc="som", unit="input", disable=not progress):
@@ -71,11 +71,43 @@ def run_som(input_spec: str, out: Path, viewport: tuple[int, int] = (1280, 800),
             log.warning("skipped %s (%s) %s", source, exc.reason, exc.detail)
             continue
         except ProposalBackendError as exc:
-            print(f"magma data som: error: {exc}", file=sys.stderr)
-            return 2
+            return fail(PROG, str(exc))
         Image.fromarray(image).save(out / f"{name}.png")
         Image.fromarray(render_marks(image, marks, style=style)).save(out / f"{name}.marked.png")  # type: ignore[arg-type]
         (out / f"{name}.marks.json").write_text(json.dumps(mark_table(marks), indent=1))
         ok += 1
     print(f"{out}: marked {ok} of {len(inputs)} inputs; skipped {skipped or 'none'}")
     return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- command line
+
+def _viewport(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        if w <= 0 or h <= 0:
+            raise ValueError
+        return w, h
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"viewport must be WIDTHxHEIGHT, e.g. 1280x800, got {text!r}")
+
+
+def run_som_command(args: argparse.Namespace) -> int:
+    return run_som(args.input, args.out, viewport=args.viewport, style=args.style,
+                   max_marks=args.max_marks, sam_checkpoint=args.sam_checkpoint,
+                   progress=not args.quiet)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """`som` in `magma data` (see data_pipeline.cli)."""
+    p = subcommand(sub, "som", run_som_command, "mark screens/pages/images: writes <name>.png, "
+                   "<name>.marked.png, <name>.marks.json")
+    p.add_argument("--input", required=True,
+                   help="an HTML file, an image, a folder of them, an http(s)/file URL, or a .txt of URLs")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--viewport", type=_viewport, default=(1280, 800), help="WxH for pages")
+    p.add_argument("--style", choices=("box", "dot"), default="box")
+    p.add_argument("--max-marks", type=int, default=64, help="max region proposals per image")
+    p.add_argument("--sam-checkpoint", default=None,
+                   help="use SAM for image marks (needs the segment_anything package)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

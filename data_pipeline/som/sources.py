@@ -24,17 +24,16 @@ from data_pipeline.som.image_io import read_image
 from data_pipeline.som.rendering import mark_table, render_marks
 from data_pipeline.som.page_capture import CaptureError, shared_capturer
 from data_pipeline.som.region_proposals import propose_marks
-from data_pipeline.som.samples import (SOM_TASKS, seeded_rng, som_samples, ui_action_from_step,
-                                       ui_action_sample)
+from data_pipeline.som.params import (HtmlParams, ImagesParams, MiniWoBParams, SomOptions,
+                                      UIAnnotationsParams, VerbalParams)
+from data_pipeline.som.samples import seeded_rng, som_samples, ui_action_from_step, ui_action_sample
 from data_pipeline.build.registry import SkipItem, SourceConfig, SourceType, WorkItem, register_source
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def _require_path(cfg: SourceConfig, key: str = "path") -> Path:
-    if key not in cfg.params:
-        raise KeyError(f"source {cfg.name!r} ({cfg.type}) needs params.{key}")
-    path = Path(str(cfg.params[key])).expanduser()
+def _existing_path(path: str, cfg: SourceConfig) -> Path:
+    path = Path(path).expanduser()
     if not path.exists():
         raise SkipItem("path not found", f"source {cfg.name!r}: {path} does not exist")
     return path
@@ -58,8 +57,10 @@ class VerbalSource(SourceType):
     """jsonl records: {"image"|"images", "conversation"} or {"image", "question", "answer"} or
     {"image", "caption"}; image paths are relative to the jsonl file."""
 
+    params_model = VerbalParams
+
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
-        root = _require_path(cfg)
+        root = _existing_path(self.params(cfg).path, cfg)
         items = []
         for f in _files(root, (".jsonl",)):
             for n, line in enumerate(f.read_text().splitlines()):
@@ -87,7 +88,7 @@ class VerbalSource(SourceType):
         elif "question" in rec and "answer" in rec:
             turns = [Turn("user", str(rec["question"])), Turn("assistant", str(rec["answer"]), "verbal")]
         elif "caption" in rec:
-            turns = [Turn("user", str(cfg.params.get("caption_prompt", "Describe the image."))),
+            turns = [Turn("user", self.params(cfg).caption_prompt),
                      Turn("assistant", str(rec["caption"]), "verbal")]
         else:
             raise SkipItem("missing field", f"{file}: need conversation, question+answer or caption")
@@ -99,25 +100,16 @@ class VerbalSource(SourceType):
                        source=f"verbal/{cfg.name}", meta={"split": rec.get("split", "train")})]
 
 
-# ---------------------------------------------------------------- shared SoM params
+# ---------------------------------------------------------------- shared SoM samples
 
-def _som_options(cfg: SourceConfig) -> dict[str, Any]:
-    p = cfg.params
-    tasks = p.get("tasks", list(SOM_TASKS))
-    unknown = set(tasks) - set(SOM_TASKS)
-    if unknown:
-        raise KeyError(f"source {cfg.name!r}: unknown tasks {sorted(unknown)}; choose from {SOM_TASKS}")
-    return {"tasks": tasks, "per_task": int(p.get("per_task", 2)), "legend": bool(p.get("legend", False))}
-
-
-def _marked_samples(image: np.ndarray, marks: list[Mark], cfg: SourceConfig, item: WorkItem,
-                    kind: str, style: str = "box", **extra: Any) -> list[Sample]:
+def _marked_samples(image: np.ndarray, marks: list[Mark], p: SomOptions, cfg: SourceConfig,
+                    item: WorkItem, kind: str) -> list[Sample]:
     if not marks:
         raise SkipItem("no marks", item.item_id)
-    marked = render_marks(image, marks, style=str(cfg.params.get("style", style)))  # type: ignore[arg-type]
-    meta = {"marks": mark_table(marks), "split": str(cfg.params.get("split", "train"))}
+    marked = render_marks(image, marks, style=p.style)
+    meta = {"marks": mark_table(marks), "split": p.split}
     return som_samples(image, marked, marks, f"som/{kind}", seeded_rng(cfg.name, item.item_id),
-                       meta=meta, **_som_options(cfg), **extra)
+                       meta=meta, **p.sample_options())
 
 
 # ---------------------------------------------------------------- natural images / frames
@@ -126,16 +118,19 @@ def _marked_samples(image: np.ndarray, marks: list[Mark], cfg: SourceConfig, ite
 class ImagesSource(SourceType):
     """Images without annotations -> OpenCV region proposals (or SAM with params.sam_checkpoint)."""
 
+    params_model = ImagesParams
+
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
-        root = _require_path(cfg)
+        root = _existing_path(self.params(cfg).path, cfg)
         return [WorkItem(_item_stem(root, f), str(f)) for f in _files(root, IMAGE_SUFFIXES)]
 
     def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
+        p: ImagesParams = self.params(cfg)
         image = read_image(item.payload)
-        backend = "sam" if cfg.params.get("sam_checkpoint") else "opencv"
-        marks = propose_marks(image, max_marks=int(cfg.params.get("max_marks", 16)), backend=backend,
-                              sam_checkpoint=cfg.params.get("sam_checkpoint"))
-        return _marked_samples(image, marks, cfg, item, "images", style="box")
+        marks = propose_marks(image, max_marks=p.max_marks,
+                              backend="sam" if p.sam_checkpoint else "opencv",
+                              sam_checkpoint=p.sam_checkpoint)
+        return _marked_samples(image, marks, p, cfg, item, "images")
 
 
 # ---------------------------------------------------------------- live pages
@@ -152,17 +147,18 @@ def _page_list(path: Path) -> list[tuple[str, str]]:
 class HtmlSource(SourceType):
     """HTML files or URLs rendered in headless chromium -> DOM marks (params.viewport [w, h])."""
 
+    params_model = HtmlParams
+
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
-        return [WorkItem(i, u) for i, u in _page_list(_require_path(cfg))]
+        return [WorkItem(i, u) for i, u in _page_list(_existing_path(self.params(cfg).path, cfg))]
 
     def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
-        viewport = tuple(cfg.params.get("viewport", (1280, 800)))
+        p: HtmlParams = self.params(cfg)
         try:
-            image, marks = shared_capturer().capture(item.payload, viewport,  # type: ignore[arg-type]
-                                                     float(cfg.params.get("timeout_s", 15)))
+            image, marks = shared_capturer().capture(item.payload, p.viewport, p.timeout_s)
         except CaptureError as exc:
             raise SkipItem(exc.reason, exc.detail) from None
-        return _marked_samples(image, marks, cfg, item, "html")
+        return _marked_samples(image, marks, p, cfg, item, "html")
 
 
 # ---------------------------------------------------------------- screenshot + element boxes
@@ -203,11 +199,14 @@ class UIAnnotationsSource(SourceType):
     """JSON files: {"image", "elements": [{"box", "text", "role"}], "box_units", "box_format",
     "instruction"?, "target"?: element index, "action"?: {op, text}} (docs/data_formats.md)."""
 
+    params_model = UIAnnotationsParams
+
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
-        root = _require_path(cfg)
+        root = _existing_path(self.params(cfg).path, cfg)
         return [WorkItem(_item_stem(root, f), str(f)) for f in _files(root, (".json",))]
 
     def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
+        p: UIAnnotationsParams = self.params(cfg)
         path = Path(item.payload)
         try:
             rec = json.loads(path.read_text())
@@ -218,18 +217,18 @@ class UIAnnotationsSource(SourceType):
         image = read_image(path.parent / rec["image"])
         h, w = image.shape[:2]
         marks, dropped = _annotation_marks(rec, w, h, str(path))
-        samples = _marked_samples(image, marks, cfg, item, "ui_annotations")
+        samples = _marked_samples(image, marks, p, cfg, item, "ui_annotations")
         target = rec.get("target")
         if rec.get("instruction") and isinstance(target, int) and 0 <= target < len(rec["elements"]):
             # the target's mark: match its (validated) box among the marks
-            samples.extend(self._action_sample(rec, marks, image, target, cfg, item, w, h))
+            samples.extend(self._action_sample(rec, marks, image, target, p.split, item, w, h))
         if dropped and samples:
             samples[0].meta["_dropped"] = {"element with zero or negative size": dropped}
         return samples
 
     @staticmethod
     def _action_sample(rec: dict[str, Any], marks: list[Mark], image: np.ndarray, target: int,
-                       cfg: SourceConfig, item: WorkItem, w: int, h: int) -> list[Sample]:
+                       split: str, item: WorkItem, w: int, h: int) -> list[Sample]:
         one = dict(rec, elements=[rec["elements"][target]])
         tmarks, _ = _annotation_marks(one, w, h, item.item_id)
         if not tmarks:
@@ -244,7 +243,7 @@ class UIAnnotationsSource(SourceType):
             return []
         marked = render_marks(image, marks)
         return [ui_action_sample(marked, str(rec["instruction"]), marks, [], action,
-                                 "som/ui_annotations", {"split": str(cfg.params.get("split", "train"))})]
+                                 "som/ui_annotations", {"split": split})]
 
 
 # ---------------------------------------------------------------- recorded MiniWoB++ episodes
@@ -255,13 +254,12 @@ class MiniWoBEpisodesSource(SourceType):
     the marked screen (+ params.som_per_step grounding/referring/point/box samples;
     params.actions: false leaves the action samples out)."""
 
+    params_model = MiniWoBParams
+
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
-        root = _require_path(cfg)
-        only_success = bool(cfg.params.get("only_success", True))
-        items = []
-        for d in iter_episode_dirs(root):
-            items.append(WorkItem(d.name, (str(d), only_success)))
-        return items
+        p: MiniWoBParams = self.params(cfg)
+        root = _existing_path(p.path, cfg)
+        return [WorkItem(d.name, (str(d), p.only_success)) for d in iter_episode_dirs(root)]
 
     def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
         folder, only_success = item.payload
@@ -275,12 +273,14 @@ class MiniWoBEpisodesSource(SourceType):
             raise SkipItem("failed episode", folder)
         if not ep.steps:
             raise SkipItem("no steps", folder)
-        som_per_step = int(cfg.params.get("som_per_step", 1))
+        p: MiniWoBParams = self.params(cfg)
+        som_per_step = p.som_per_step
         # actions: false makes a SoM-only source of the same episodes (weighted on its own)
-        emit_actions = bool(cfg.params.get("actions", True))
+        emit_actions = p.actions
         rng = seeded_rng(cfg.name, item.item_id)
         meta = {"split": ep.meta.split, "task": ep.meta.task, "env": ep.meta.env}
-        common = {"dataset": str(cfg.params.get("dataset", ep.meta.env)), "episode": ep.meta.episode_id}
+        common = {"dataset": ep.meta.env if p.dataset is None else p.dataset,
+                  "episode": ep.meta.episode_id}
         samples, history, dropped = [], [], Counter()
         for t, step in enumerate(ep.steps):
             image = ep.images[t]
@@ -308,7 +308,7 @@ class MiniWoBEpisodesSource(SourceType):
             if som_per_step > 0:
                 samples.extend(som_samples(image, marked, marks, "som/miniwob", rng,
                                            per_task=som_per_step, meta=step_meta, frame=t,
-                                           tasks=tuple(cfg.params.get("tasks", ("grounding", "referring"))),
+                                           tasks=tuple(p.tasks),
                                            **common))
         if not samples:
             raise SkipItem("no usable steps", folder)

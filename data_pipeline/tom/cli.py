@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from magma.cli import fail, subcommand
 from data_pipeline.tom.tracking import TrackerUnavailable, ensure_backend
 
 
-def _error(msg: str, code: int = 2) -> int:
-    print(f"magma data: error: {msg}", file=sys.stderr)
-    return code
-
-
-def _track_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="magma data track",
-                                description="track a grid of points through videos (Trace-of-Mark)")
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(sub, "track", run_track,
+                   "track a grid of points through videos (Trace-of-Mark)")
     p.add_argument("--input", required=True, type=Path, help="a video file or a folder of videos")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--grid", type=int, default=15, help="grid side: grid x grid query points")
@@ -35,11 +32,9 @@ def _track_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="track at most this many frames")
     p.add_argument("--overlay", action="store_true", help="also write <name>.overlay.png")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    return p
 
 
-def main_track(argv: list[str]) -> int:
-    args = _track_parser().parse_args(argv)
+def run_track(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from data_pipeline.tom.traces import (TomParams, TomSkip, analyse_motion, check_clip, tom_overlay,
@@ -47,6 +42,7 @@ def main_track(argv: list[str]) -> int:
     from data_pipeline.tom.tracking import grid_queries, track
     from data_pipeline.tom.video import VideoError, list_videos, read_video
 
+    _error = partial(fail, "magma data track")
     if not args.input.exists():
         return _error(f"--input {args.input} does not exist; give a video file or folder")
     if args.grid < 2:
@@ -95,10 +91,9 @@ def main_track(argv: list[str]) -> int:
 
 # ---------------------------------------------------------------- tom
 
-def _tom_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="magma data tom",
-        description="Trace-of-Mark (and robot action) samples to shards + manifest.json")
+def _add_tom(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(sub, "tom", run_tom,
+                   "Trace-of-Mark (and robot action) samples to shards + manifest.json")
     p.add_argument("--input", required=True, type=Path,
                    help="a video, a folder of videos, a folder of recorded episodes, a LeRobot v3 "
                         "dataset folder, or an HDF5 file/folder")
@@ -118,7 +113,12 @@ def _tom_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="process pool size (0 = inline)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    return p
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """`track` and `tom` in `magma data` (see data_pipeline.cli)."""
+    _add_track(sub)
+    _add_tom(sub)
 
 
 def detect_input_type(path: Path) -> str | None:
@@ -141,12 +141,12 @@ def detect_input_type(path: Path) -> str | None:
     return "video" if list_videos(path) else None
 
 
-def main_tom(argv: list[str]) -> int:
-    args = _tom_parser().parse_args(argv)
+def run_tom(args: argparse.Namespace) -> int:
     from data_pipeline.build.mix_config import MixConfig
     from data_pipeline.build.writer import BuildError, build_mix
     from data_pipeline.build.registry import SourceConfig
 
+    _error = partial(fail, "magma data tom")
     if not args.input.exists():
         return _error(f"--input {args.input} does not exist")
     try:

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from magma.config_io import StrictModel
 from magma.prompts import trace_prompt
 from magma.schema import Sample, Turn
 
-from data_pipeline.build.registry import SkipItem, SourceConfig, SourceType, WorkItem, register_source
+from data_pipeline.build.registry import (SkipItem, SourceConfig, SourceType, WorkItem, parse_params,
+                                          register_source)
 from data_pipeline.tom.traces import TomParams, TomSkip, draw_point_marks, trace_of_mark
 from data_pipeline.tom.tracking import TrackerUnavailable, ensure_backend
 from data_pipeline.tom.video import VideoError, list_videos, read_video
@@ -26,10 +28,8 @@ from data_pipeline.tom.video import VideoError, list_videos, read_video
 ACTION_VOCAB = 1 << 20  # the rendered text does not depend on the vocabulary size
 
 
-class TomOptions(BaseModel):
+class TomOptions(StrictModel):
     """Clip windows and Trace-of-Mark settings shared by every ToM source."""
-
-    model_config = ConfigDict(extra="forbid")
 
     window: int = Field(default=16, ge=2)  # frames per clip
     window_stride: int = Field(default=16, ge=1)
@@ -55,13 +55,6 @@ class VideoParams(TomOptions):
     fps: float | None = Field(default=None, gt=0)  # resample to this rate before windows
     stride: int = Field(default=1, ge=1)
     max_frames: int | None = Field(default=None, ge=1)  # bound memory on long videos
-
-
-def parse_params(model: type[BaseModel], cfg: SourceConfig) -> Any:
-    try:
-        return model.model_validate(cfg.params)
-    except ValidationError as exc:
-        raise ValueError(f"source {cfg.name!r} ({cfg.type}): bad params: {exc}") from None
 
 
 def require_backend(opts: TomOptions, cfg: SourceConfig) -> None:
@@ -128,6 +121,8 @@ def _caption_for(video: Path, captions: dict[str, str]) -> str:
 
 @register_source("video")
 class VideoSource(SourceType):
+    params_model = VideoParams
+
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
         p = parse_params(VideoParams, cfg)
         root = existing_path(p.path, cfg)

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from magma.cli import run_cli
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -23,11 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-video-seconds", type=float, default=20.0, help="longest accepted video (default 20 s)")
     p.add_argument("--max-video-frames", type=int, default=48, help="frames decoded for Trace-of-Mark (default 48)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (with --checkpoint)")
+    p.set_defaults(run=run_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_cli(build_parser(), argv)
+
+
+def run_demo(args: argparse.Namespace) -> int:
     if not 0 < args.port <= 65535:
         print(f"magma demo: --port {args.port} is not a TCP port (1-65535)", file=sys.stderr)
         return 2

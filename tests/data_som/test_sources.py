@@ -8,8 +8,10 @@ import pytest
 from PIL import Image
 
 from magma.codecs import is_error, parse_mark, parse_point
+from magma.config_io import ConfigError
 from data_pipeline.build.writer import build_source, iter_shard
-from data_pipeline.build.registry import SourceConfig, get_source_type, registered_source_types
+from data_pipeline.build.registry import (SourceConfig, SourceType, check_source_params,
+                                          get_source_type, register_source, registered_source_types)
 
 PAGES = Path(__file__).parent / "pages"
 
@@ -24,6 +26,69 @@ def test_registry_lists_som_types_and_rejects_unknown():
         get_source_type("nope")
     with pytest.raises(ValueError):
         SourceConfig(name="x", type="verbal", bogus=1)
+
+
+# The params each SoM source type takes (docs/data_formats.md); anything else is refused.
+SOM_PARAMS = {
+    "verbal": {"path", "caption_prompt"},
+    "images": {"path", "max_marks", "sam_checkpoint", "tasks", "per_task", "legend", "style", "split"},
+    "html": {"path", "viewport", "timeout_s", "tasks", "per_task", "legend", "style", "split"},
+    "ui_annotations": {"path", "tasks", "per_task", "legend", "style", "split"},
+    "miniwob_episodes": {"path", "som_per_step", "tasks", "only_success", "actions", "dataset"},
+}
+
+
+@pytest.mark.parametrize("type_name,keys", SOM_PARAMS.items())
+def test_som_params_are_typed_and_an_unknown_key_lists_the_allowed_ones(type_name, keys):
+    check_source_params(SourceConfig(name="s", type=type_name, params={"path": "x"}))
+    with pytest.raises(ConfigError) as err:
+        check_source_params(SourceConfig(name="s", type=type_name, params={"path": "x", "bogus": 1}))
+    assert str(err.value) == (f"source 's' ({type_name}): params.bogus: unknown key; "
+                              f"allowed: {', '.join(sorted(keys))}")
+    with pytest.raises(ConfigError, match="params.path: Field required"):
+        check_source_params(SourceConfig(name="s", type=type_name, params={}))
+
+
+def test_som_params_defaults_and_bad_values():
+    p = get_source_type("images").params(SourceConfig(name="s", type="images", params={"path": "x"}))
+    assert (p.max_marks, p.per_task, p.tasks, p.legend, p.style, p.split) == \
+        (16, 2, ["grounding", "referring", "point", "box"], False, "box", "train")
+    m = get_source_type("miniwob_episodes").params(
+        SourceConfig(name="s", type="miniwob_episodes", params={"path": "x"}))
+    assert (m.som_per_step, m.tasks, m.only_success, m.actions, m.dataset) == \
+        (1, ["grounding", "referring"], True, True, None)
+    with pytest.raises(ConfigError, match=r"params.tasks: .*unknown tasks \['nope'\]"):
+        check_source_params(SourceConfig(name="s", type="html", params={"path": "x", "tasks": ["nope"]}))
+    with pytest.raises(ConfigError, match="params.style"):
+        check_source_params(SourceConfig(name="s", type="images", params={"path": "x", "style": "ring"}))
+    with pytest.raises(ConfigError, match="unknown type 'imagez'.*registered: .*images"):
+        check_source_params(SourceConfig(name="s", type="imagez", params={"path": "x"}))
+
+
+def test_unknown_params_key_is_refused_before_the_build_starts(tmp_path, capsys):
+    from data_pipeline.cli import main
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "mix.yaml").write_text(
+        "name: m\nsources:\n"
+        "  - {name: ok, type: verbal, params: {path: '${DATA}/images'}}\n"
+        "  - {name: imgs, type: images, params: {path: '${DATA}/images', max_mark: 3}}\n")
+    out = tmp_path / "out"
+    assert main(["build", "--config", str(tmp_path / "mix.yaml"), "--var", f"DATA={tmp_path}",
+                 "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'mix.yaml'}: source 'imgs' (images): params.max_mark: unknown key; " \
+           "allowed: legend, max_marks, path, per_task, sam_checkpoint, split, style, tasks" in err
+    assert err.count("error:") == 1
+    assert not out.exists()  # refused before any source was listed or processed
+
+
+def test_a_source_type_must_declare_its_params():
+    with pytest.raises(TypeError, match="must set params_model"):
+        @register_source("no_params")
+        class NoParams(SourceType):
+            pass
+    assert "no_params" not in registered_source_types()
 
 
 def test_verbal_conversations_pass_through_unchanged(tmp_path):
@@ -76,14 +141,15 @@ def test_inspect_prints_samples_and_writes_a_contact_sheet(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "nothing")]) == 2
 
 
-def test_track_and_tom_dispatch_or_say_not_implemented(capsys):
-    import importlib.util
+def test_data_cli_lists_every_command_and_refuses_unknown_ones(capsys):
     from data_pipeline.cli import main
-    if importlib.util.find_spec("data_pipeline.tom.cli") is None:
-        assert main(["track"]) == 3
-        assert "not implemented yet" in capsys.readouterr().err
-    assert main(["bogus"]) == 2
     assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(cmd in out for cmd in ("som", "build", "inspect", "track", "tom"))
+    assert main(["bogus"]) == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+    assert main(["track"]) == 2  # --input and --out are required
+    assert "--input" in capsys.readouterr().err
 
 
 def _ui_episode(root, seed: int) -> None:

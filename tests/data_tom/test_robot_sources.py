@@ -173,7 +173,7 @@ def test_tom_sources_in_a_yaml_mix(tmp_path: Path) -> None:
         "  - {name: clips, type: video, weight: 0.5, params: {path: '${DATA}/videos'}}\n"
         "  - {name: robot, type: robot_episodes, weight: 1.0,\n"
         "     params: {path: '${DATA}/episodes', chunk: 4, window_stride: 4}}\n")
-    code = data_main(["build", "--config", str(tmp_path / "mix.yaml"), "--set",
+    code = data_main(["build", "--config", str(tmp_path / "mix.yaml"), "--var",
                       f"DATA={tmp_path}", "--out", str(tmp_path / "out"), "-q"])
     assert code == 0
     top = json.loads((tmp_path / "out" / "manifest.json").read_text())

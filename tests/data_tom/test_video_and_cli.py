@@ -9,10 +9,19 @@ import pytest
 
 from magma.codecs import is_error, parse_traces
 from data_pipeline.build.writer import iter_shard
-from data_pipeline.tom.cli import detect_input_type, main_tom, main_track
+from data_pipeline.cli import main as data_main
+from data_pipeline.tom.cli import detect_input_type
 from data_pipeline.tom.video import clip_windows, read_video, sample_indices
 from episode_writers import write_video
 from tom_synth import synthetic_clip
+
+
+def main_tom(argv: list[str]) -> int:
+    return data_main(["tom", *argv])
+
+
+def main_track(argv: list[str]) -> int:
+    return data_main(["track", *argv])
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 both arms' results; missing episodes fail with a clear message."""
 from pathlib import Path
 
-from eval.ablation import ARMS, _mix, main, table
+from eval.ablation import ARMS, _mix, table
+from eval.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,5 +42,5 @@ def test_table_lists_both_arms_per_task():
 
 
 def test_missing_episodes_is_a_clear_error(tmp_path, capsys):
-    assert main(["--episodes", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    assert main(["ablation", "--episodes", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     assert "needs miniwob/ and metaworld/" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 import pytest
 
 from magma.action_tokenizer import action_token
-from magma.model_config import ConfigFileError, load_model_spec
+from magma.config_io import ConfigError
+from magma.model_config import load_model_spec
 from magma.tokenizer_build import build_bpe_tokenizer
 
 
@@ -23,11 +24,11 @@ def test_tokenizer_is_deterministic_and_ends_with_action_tokens():
 def test_unknown_config_keys_are_errors(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text(open("configs/model/tiny.yaml").read() + "\nlearning_rat: 3\n")
-    with pytest.raises(ConfigFileError, match="learning_rat"):
+    with pytest.raises(ConfigError, match="learning_rat"):
         load_model_spec(p)
     p.write_text("name: x\nvision: {depths: [1], hidden_sizes: [8, 16]}\ntext: {hidden_size: 8, "
                  "intermediate_size: 8, num_hidden_layers: 1, num_attention_heads: 3}\n")
-    with pytest.raises(ConfigFileError, match="same length|divisible"):
+    with pytest.raises(ConfigError, match="same length|divisible"):
         load_model_spec(p)
-    with pytest.raises(ConfigFileError, match="model config not found"):
+    with pytest.raises(ConfigError, match="model config not found"):
         load_model_spec(tmp_path / "missing.yaml")
