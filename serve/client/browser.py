@@ -22,7 +22,8 @@ DOM_JS = """() => {
   return Array.from(document.querySelectorAll(sel)).map((el, i) => {
     const r = el.getBoundingClientRect();
     return {ref: i + 1, left: r.left, top: r.top, width: r.width, height: r.height,
-            tag: el.tagName.toLowerCase(), text: (el.innerText || el.value || el.getAttribute('aria-label') || '').trim().slice(0, 200),
+            tag: el.tagName.toLowerCase(),
+            text: (el.innerText || el.value || el.getAttribute('aria-label') || '').trim().slice(0, 200),
             value: el.value === undefined ? null : String(el.value), classes: el.className ? String(el.className) : '',
             flags: {visible: r.width > 0 && r.height > 0}};
   }).filter(e => e.flags.visible);
@@ -125,7 +126,8 @@ def run_agent(client, url: str, instruction: str, max_steps: int = 5, viewport=(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serve.client.browser", description="Drive a live page with the policy server.")
+    p = argparse.ArgumentParser(prog="python -m serve.client.browser",
+                                description="Drive a live page with the policy server.")
     p.add_argument("--url", required=True)
     p.add_argument("--instruction", required=True)
     p.add_argument("--server", default="http://127.0.0.1:8000")

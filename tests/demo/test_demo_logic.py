@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 
-from magma.marks import Mark
 from serve.demo import logic
 from serve.demo.backend import DemoError, RemoteBackend
 from tests.demo.conftest import ROOT, moving_square_video, screenshot_like
