@@ -161,7 +161,11 @@ class MagmaProcessor(ProcessorMixin):
             k += n_img
             return out
 
-        for text, turn in self.chat_spans(sample.conversation):
+        try:
+            spans = self.chat_spans(sample.conversation)
+        except ValueError as exc:
+            raise ValueError(f"sample {sample.id!r}: {exc}") from None
+        for text, turn in spans:
             if turn is None:
                 seg = tokens(text)
                 ids += seg

@@ -166,5 +166,5 @@ def test_templates_that_do_not_append_turns_are_refused(processor):
         first_only.encode_sample(SAMPLES["spatial"])
     assistant_first = Sample(id="a", images=[], source="test",
                              conversation=[Turn("assistant", "hi", "verbal")])
-    with pytest.raises(ValueError, match="starts with an assistant turn"):
+    with pytest.raises(ValueError, match="sample .a.: the conversation starts with an assistant turn"):
         processor.encode_sample(assistant_first)
