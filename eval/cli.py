@@ -19,8 +19,6 @@ from magma.cli import fail, run_cli, subcommand
 from magma.config_io import ConfigError
 from eval.config import EvalConfig, load_eval_config
 
-COMMANDS = ("run", "record", "report", "offline", "ablation")
-
 
 # ---------------------------------------------------------------- record
 
@@ -232,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv.insert(0, "run")  # `magma eval --config ...` is `magma eval run --config ...`
     return run_cli(build_parser(), argv, errors=(ConfigError,))
 

@@ -23,8 +23,8 @@ Sample ids are assigned by the writer (`<source>-<item_id>-<k>`), so sources nee
 If `prepare` returns {"action_stats": {dataset: ActionStats-as-dict}}, those statistics are
 merged into the top-level manifest's "action_stats".
 
-`get_source_type(name)` returns a registered instance; importing this module fills the
-registry from `data_pipeline.{som,tom,robot}.sources`.
+`get_source_type(name)` returns a registered instance; the first lookup fills the registry
+from `data_pipeline.{som,tom,robot}.sources`.
 """
 from __future__ import annotations
 
@@ -118,11 +118,7 @@ def register_source(type_name: str) -> Callable[[S], S]:
 def _load_builtin_sources() -> None:
     for module in ("data_pipeline.som.sources", "data_pipeline.tom.sources",
                    "data_pipeline.robot.sources"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a real missing dependency inside the module
-                raise
+        importlib.import_module(module)
 
 
 def get_source_type(name: str) -> SourceType:

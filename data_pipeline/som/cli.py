@@ -89,7 +89,8 @@ def _viewport(text: str) -> tuple[int, int]:
             raise ValueError
         return w, h
     except ValueError:
-        raise argparse.ArgumentTypeError(f"viewport must be WIDTHxHEIGHT, e.g. 1280x800, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"viewport must be WIDTHxHEIGHT, e.g. 1280x800, got {text!r}") from None
 
 
 def run_som_command(args: argparse.Namespace) -> int:
