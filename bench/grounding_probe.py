@@ -16,8 +16,9 @@ quickstart's batch size and prints accuracy against steps:
 Measured here (2 idle CPU cores, batch 32, lr 2e-3): copy reaches 1.00 by step 100; recall
 stays at ~0.3 (the share a model gets by picking any value present) through 1,400 steps for
 gap 3 and through 1,800 steps for gap 0 (those long runs used this script's prototype, same
-tasks and model; this script itself was run to 200 steps: copy 1.00 at step 100, recall 0.32). The quickstart trains ~600 steps of batch 16 with a few
-UI actions per batch, which is why its tiny model does not learn the legend lookup (README).
+tasks and model; this script itself was run to 200 steps: copy 1.00 at step 100, recall 0.32).
+The quickstart trains ~600 steps of batch 16 with a few UI actions per batch, which is why its
+tiny model does not learn the legend lookup (README).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from magma.build import build_model  # noqa: E402
+from magma.build import build_model
 
 SEP, FILL = 50, 5  # token ids used as separator and filler (never keys or values)
 

@@ -42,7 +42,7 @@ def measure(policy, clients: int, duration: float, request: dict) -> dict:
             t0 = time.perf_counter()
             try:
                 r = policy.act(request)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(repr(exc))
                 continue
             latencies.append(time.perf_counter() - t0)
@@ -55,7 +55,8 @@ def measure(policy, clients: int, duration: float, request: dict) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    return {"latencies": latencies, "wall": wall, "n": len(latencies), "errors": len(errors), "tokens_per_action": float(np.mean(tokens)) if tokens else 0}
+    return {"latencies": latencies, "wall": wall, "n": len(latencies), "errors": len(errors),
+            "tokens_per_action": float(np.mean(tokens)) if tokens else 0}
 
 
 def main() -> int:
@@ -100,7 +101,8 @@ def main() -> int:
     results: dict = {}
     print(f"checkpoint {ckpt}; action_dim {dim} x chunk {args.chunk} = {dim * args.chunk} tokens/action target; "
           f"{args.duration:.0f} s per cell, torch threads {args.threads}")
-    print(f"{'engine':28s} {'clients':>7s} {'actions/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'tok/act':>8s} {'errors':>6s}")
+    print(f"{'engine':28s} {'clients':>7s} {'actions/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} "
+          f"{'tok/act':>8s} {'errors':>6s}")
     # The machine is shared: engines take turns in short rounds so that load swings hit all alike.
     for c in clients:
         samples: dict = {name: [] for name in engines}
@@ -124,7 +126,8 @@ def main() -> int:
             f"{name} = {ours / results[(name, c)]['actions_per_s']:.2f}x"
             for name in engines if name.startswith("naive"))
         if args.vllm:
-            line += f"; vllm / hf batched = {results[('vllm', c)]['actions_per_s'] / results[('hf batched+constrained', c)]['actions_per_s']:.2f}x"
+            ratio = results[("vllm", c)]["actions_per_s"] / results[("hf batched+constrained", c)]["actions_per_s"]
+            line += f"; vllm / hf batched = {ratio:.2f}x"
         print(line)
     print(f"hf batch sizes seen: max {max(batched.engine.batch_sizes)}, mean {np.mean(batched.engine.batch_sizes):.1f}")
     for pol in engines.values():

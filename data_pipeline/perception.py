@@ -25,10 +25,10 @@ __all__ = [
 #   track_points(frames, queries, backend="lk"|"cotracker") -> (tracks [T,N,2], visible [T,N])
 #   trace_of_mark(frames, params=TomParams(), backend="lk") -> TomResult (marks, traces, ...)
 #   render_traces(image, tracks, marks, mark_tracks=None) -> image with marks + trace polylines
-from data_pipeline.tom.traces import TomParams, TomResult, TomSkip, draw_point_marks, trace_of_mark  # noqa: E402
-from data_pipeline.tom.traces import render_trace_overlay as render_traces  # noqa: E402
-from data_pipeline.tom.tracking import TrackerUnavailable, grid_queries  # noqa: E402
-from data_pipeline.tom.tracking import track as track_points  # noqa: E402
+from data_pipeline.tom.traces import TomParams, TomResult, TomSkip, draw_point_marks, trace_of_mark
+from data_pipeline.tom.traces import render_trace_overlay as render_traces
+from data_pipeline.tom.tracking import TrackerUnavailable, grid_queries
+from data_pipeline.tom.tracking import track as track_points
 
 __all__ += ["track_points", "grid_queries", "trace_of_mark", "render_traces", "draw_point_marks",
             "TomParams", "TomResult", "TomSkip", "TrackerUnavailable"]

@@ -105,13 +105,6 @@ def call_policy(backend: ActBackend, request: dict[str, Any]) -> tuple[dict[str,
 
 # ---------------------------------------------------------------- agents
 
-class UIAgent(Protocol):
-    name: str
-
-    def act(self, obs: Any, history: list[str]) -> tuple[dict[str, Any] | None, float | None,
-                                                         list[dict[str, Any]], str | None]: ...
-
-
 def _offered_marks(dom_elements: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The marks serve's UI adapter offers the model for these DOM elements (the same
     data_pipeline.perception function marks training screens and requests)."""

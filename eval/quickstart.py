@@ -159,7 +159,7 @@ def _summary(run: Path, timings: dict[str, float]) -> str:
     lines.append(f"  {'total':22s} {sum(timings.values()):7.0f} s")
     metrics = run / "train" / "metrics.jsonl"
     if metrics.exists():
-        rows = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         if rows:
             first, last = rows[0], rows[-1]
             lines.append(f"training loss: {first['loss']:.3f} (step {first['step']}) -> "

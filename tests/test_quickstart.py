@@ -26,12 +26,12 @@ def test_quickstart_fast_runs_every_stage(tmp_path):
     assert manifest["counts_by_kind"].get("action", 0) > 0 and manifest["counts_by_kind"].get("spatial", 0) > 0
     assert (run / "train" / "final" / "model.safetensors").exists()
     assert (run / "train" / "final" / "action_stats.json").exists()
-    rows = [json.loads(l) for l in (run / "train" / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert len(rows) >= 2 and rows[-1]["loss"] < rows[0]["loss"] * 0.8, (rows[0], rows[-1])
     results = json.loads((run / "eval" / "results.json").read_text())
     for env in ("miniwob", "metaworld"):
         assert results[env], env
-        for task, res in results[env].items():
+        for _task, res in results[env].items():
             assert 0.0 <= res["success_rate"] <= 1.0 and res["episodes"] > 0
             lo, hi = res["ci95"]
             assert 0.0 <= lo <= res["success_rate"] <= hi <= 1.0

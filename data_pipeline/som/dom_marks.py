@@ -140,7 +140,8 @@ def marks_from_dom_elements(dom_elements: list[dict[str, Any]],
     for k in drop:
         kb = kept[k][2]
         for i in survivors:
-            if kept[i][1] != "text" and (_inside(kb, kept[i][2]) or label_text.get(i) == kept[k][0].get("text", "").strip()):
+            same_text = label_text.get(i) == kept[k][0].get("text", "").strip()
+            if kept[i][1] != "text" and (_inside(kb, kept[i][2]) or same_text):
                 ref_to_mark.setdefault(int(kept[k][0]["ref"]), ref_to_mark[int(kept[i][0]["ref"])])
                 break
     return marks, ref_to_mark

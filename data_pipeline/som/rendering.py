@@ -92,7 +92,7 @@ def layout_labels(marks: Sequence[Mark], image_size: tuple[int, int], style: Sty
     Returns the label boxes (in mark order) and the font scale used."""
     width, height = image_size
     scale = font_scale_for(width, height) if scale is None else scale
-    for attempt in range(6):
+    for _attempt in range(6):
         labels = _try_layout(marks, width, height, style, scale)
         if labels is not None:
             return labels, scale

@@ -37,7 +37,7 @@ def test_tiny_policy_closed_loop_two_episodes(tiny_checkpoint, tmp_path):
                       "image_size": 64, "chunk": 4},
     })
     results = run_eval(cfg, tmp_path)
-    episodes = [json.loads(l) for l in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    episodes = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
     policy = [e for e in episodes if e["agent"] == "policy"]
     assert len(policy) == 4 and all(e["seed"] >= 1_000_000 for e in episodes)
     robot = [e for e in policy if e["env"] == "metaworld"]

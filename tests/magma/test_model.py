@@ -25,7 +25,7 @@ def test_forward_with_images_and_assistant_only_loss(tiny_model_and_processor):
     n_img = enc["input_ids"].count(model.config.image_token_id)
     assert n_img == model.config.tokens_per_view
     # labels exist only on the assistant's answer and its <|end|>
-    labelled = [t for t, l in zip(enc["input_ids"], enc["labels"]) if l != IGNORE_INDEX]
+    labelled = [t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != IGNORE_INDEX]
     assert proc.tokenizer.decode(labelled) == "Mark 3<|end|>"
     assert {k for k in enc["target_kind"] if k >= 0} == {TARGET_KINDS.index("spatial")}
     batch = collate_encoded([enc, enc], proc.tokenizer.pad_token_id)

@@ -148,7 +148,8 @@ def test_client_module_is_light():
     import subprocess
     import sys
 
-    code = "import sys, serve.client.http; bad=[m for m in ('torch','transformers','numpy') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    code = ("import sys, serve.client, serve.client.robot, serve.client.browser; "
+            "bad=[m for m in ('torch','transformers','numpy') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
