@@ -26,7 +26,7 @@ from magma.config_io import ConfigError, StrictModel, read_yaml_mapping, validat
 
 from data_pipeline.build.registry import SourceConfig, check_source_params
 
-PIPELINE_VERSION = "som-1"
+PIPELINE_VERSION = "2"  # 2: manifests carry per-dataset inference settings; snake_case skip reasons
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

@@ -14,7 +14,7 @@ API (every source type, SoM, ToM or robot, declares its params and implements th
                                                      # stats); picklable, stored in the manifest
         def process(self, item, cfg, context) -> list[Sample]: ...   # pure, runs in a worker
 
-`process` raises `SkipItem("short reason")` for bad input; the writer counts it per reason.
+`process` raises `SkipItem("short_reason")` for bad input; the writer counts it per reason.
 Partial drops inside a usable item (e.g. one zero-size element) go in the first sample's
 `meta["_dropped"] = {reason: n}`; the writer removes that key and sums it under "dropped".
 `self.params(cfg)` is the validated params model; `magma data build` checks every source's

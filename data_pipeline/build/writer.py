@@ -110,9 +110,9 @@ def _process_one(task: tuple[int, WorkItem]) -> tuple[int, str | None, str]:
     except SkipItem as exc:
         skipped, detail = exc.reason, exc.detail
     except SampleError as exc:
-        skipped, detail = "invalid sample", str(exc)
+        skipped, detail = "invalid_sample", str(exc)
     except Exception as exc:  # one bad item must not stop the run
-        skipped = f"error: {type(exc).__name__}"
+        skipped = f"error_{type(exc).__name__}"
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     if skipped is not None:
         members, summaries, dropped = [], [], Counter()
@@ -217,7 +217,7 @@ def _build_source(src: SourceConfig, out_dir: Path, samples_per_shard: int, work
     except SkipItem as exc:
         items, list_skip = [], exc
     if not items and list_skip is None:
-        list_skip = SkipItem("no items", f"source {src.name!r} ({src.type}) found no inputs "
+        list_skip = SkipItem("no_items", f"source {src.name!r} ({src.type}) found no inputs "
                              f"with params {src.params}")
     ids = [sanitize_id(it.item_id) for it in items]
     dupes = [i for i, n in Counter(ids).items() if n > 1]

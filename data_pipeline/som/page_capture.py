@@ -157,12 +157,12 @@ class PageCapturer:
 
     def __init__(self, executable_path: str = CHROMIUM) -> None:
         if not Path(executable_path).exists():
-            raise CaptureError("no browser", f"chromium not found at {executable_path}; "
+            raise CaptureError("no_browser", f"chromium not found at {executable_path}; "
                                "apt-get install chromium")
         try:
             from playwright.sync_api import sync_playwright
         except ImportError:
-            raise CaptureError("no browser", "playwright is not installed (pip install playwright)") from None
+            raise CaptureError("no_browser", "playwright is not installed (pip install playwright)") from None
         self._pw = sync_playwright().start()
         self._browser = self._pw.chromium.launch(executable_path=executable_path, headless=True,
                                                  args=CHROMIUM_ARGS)
@@ -181,10 +181,10 @@ class PageCapturer:
             try:
                 response = page.goto(url, timeout=timeout_s * 1000, wait_until="load")
             except Exception as exc:  # playwright TimeoutError / net::ERR_*
-                reason = "page timeout" if "Timeout" in type(exc).__name__ else "page failed to load"
+                reason = "page_timeout" if "Timeout" in type(exc).__name__ else "page_failed_to_load"
                 raise CaptureError(reason, f"{url}: {str(exc).splitlines()[0]}") from None
             if response is not None and response.status >= 400:
-                raise CaptureError("page failed to load", f"{url}: HTTP {response.status}")
+                raise CaptureError("page_failed_to_load", f"{url}: HTTP {response.status}")
             if scroll != (0, 0):
                 page.evaluate(f"window.scrollTo({int(scroll[0])}, {int(scroll[1])})")
             elements = page.evaluate(_COLLECT_JS)
@@ -210,7 +210,7 @@ def _to_url(url_or_path: str | Path) -> str:
         return s
     path = Path(s).expanduser().resolve()
     if not path.is_file():
-        raise CaptureError("page failed to load", f"{path}: no such file")
+        raise CaptureError("page_failed_to_load", f"{path}: no such file")
     return path.as_uri()
 
 

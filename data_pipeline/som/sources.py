@@ -35,7 +35,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 def _existing_path(path: str, cfg: SourceConfig) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
-        raise SkipItem("path not found", f"source {cfg.name!r}: {path} does not exist")
+        raise SkipItem("path_not_found", f"source {cfg.name!r}: {path} does not exist")
     return path
 
 
@@ -73,9 +73,9 @@ class VerbalSource(SourceType):
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SkipItem("bad json", f"{file}: {exc}") from None
+            raise SkipItem("bad_json", f"{file}: {exc}") from None
         if not isinstance(rec, dict):
-            raise SkipItem("bad json", f"{file}: record is not an object")
+            raise SkipItem("bad_json", f"{file}: record is not an object")
         paths = rec.get("images") or ([rec["image"]] if rec.get("image") else [])
         images = [read_image(Path(file).parent / p) for p in paths]
         if "conversation" in rec:
@@ -84,14 +84,14 @@ class VerbalSource(SourceType):
                               kind=t.get("kind", "verbal") if t["role"] == "assistant" else None)
                          for t in rec["conversation"]]
             except (KeyError, TypeError, ValueError) as exc:
-                raise SkipItem("missing field", f"{file}: conversation turn {exc}") from None
+                raise SkipItem("missing_field", f"{file}: conversation turn {exc}") from None
         elif "question" in rec and "answer" in rec:
             turns = [Turn("user", str(rec["question"])), Turn("assistant", str(rec["answer"]), "verbal")]
         elif "caption" in rec:
             turns = [Turn("user", self.params(cfg).caption_prompt),
                      Turn("assistant", str(rec["caption"]), "verbal")]
         else:
-            raise SkipItem("missing field", f"{file}: need conversation, question+answer or caption")
+            raise SkipItem("missing_field", f"{file}: need conversation, question+answer or caption")
         user = next((t for t in turns if t.role == "user"), None)
         n_placeholders = sum(t.content.count(IMAGE_PLACEHOLDER) for t in turns)
         if user is not None and n_placeholders == 0 and images:
@@ -105,7 +105,7 @@ class VerbalSource(SourceType):
 def _marked_samples(image: np.ndarray, marks: list[Mark], p: SomOptions, cfg: SourceConfig,
                     item: WorkItem, kind: str) -> list[Sample]:
     if not marks:
-        raise SkipItem("no marks", item.item_id)
+        raise SkipItem("no_marks", item.item_id)
     marked = render_marks(image, marks, style=p.style)
     meta = {"marks": mark_table(marks), "split": p.split}
     return som_samples(image, marked, marks, f"som/{kind}", seeded_rng(cfg.name, item.item_id),
@@ -169,15 +169,15 @@ def _annotation_marks(rec: dict[str, Any], width: int, height: int, where: str
     units = rec.get("box_units", "pixels")
     fmt = rec.get("box_format", "xyxy")
     if units not in ("pixels", "normalized") or fmt not in ("xyxy", "xywh"):
-        raise SkipItem("bad box format", f"{where}: box_units pixels|normalized, box_format xyxy|xywh")
+        raise SkipItem("bad_box_format", f"{where}: box_units pixels|normalized, box_format xyxy|xywh")
     boxes, dropped = [], 0
     for n, el in enumerate(rec["elements"]):
         if not isinstance(el, dict) or "box" not in el:
-            raise SkipItem("missing field", f"{where}: element {n} has no box")
+            raise SkipItem("missing_field", f"{where}: element {n} has no box")
         try:
             x0, y0, a, b = (float(v) for v in el["box"])
         except (TypeError, ValueError):
-            raise SkipItem("missing field", f"{where}: element {n} box is not 4 numbers") from None
+            raise SkipItem("missing_field", f"{where}: element {n} box is not 4 numbers") from None
         x1, y1 = (x0 + a, y0 + b) if fmt == "xywh" else (a, b)
         if units == "normalized":
             x0, x1, y0, y1 = x0 * width, x1 * width, y0 * height, y1 * height
@@ -186,7 +186,7 @@ def _annotation_marks(rec: dict[str, Any], width: int, height: int, where: str
             continue
         tol = 1.0
         if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
-            raise SkipItem("box out of range", f"{where}: element {n} box {el['box']} outside "
+            raise SkipItem("box_out_of_range", f"{where}: element {n} box {el['box']} outside "
                            f"{width}x{height}")
         boxes.append(((max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)),
                       str(el.get("text", "")), str(el.get("role", "element"))))
@@ -211,9 +211,9 @@ class UIAnnotationsSource(SourceType):
         try:
             rec = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SkipItem("bad json", f"{path}: {exc}") from None
+            raise SkipItem("bad_json", f"{path}: {exc}") from None
         if not isinstance(rec, dict) or "image" not in rec or not isinstance(rec.get("elements"), list):
-            raise SkipItem("missing field", f"{path}: needs 'image' and an 'elements' list")
+            raise SkipItem("missing_field", f"{path}: needs 'image' and an 'elements' list")
         image = read_image(path.parent / rec["image"])
         h, w = image.shape[:2]
         marks, dropped = _annotation_marks(rec, w, h, str(path))
@@ -266,13 +266,13 @@ class MiniWoBEpisodesSource(SourceType):
         try:
             ep = Episode.load(folder)
         except ValueError as exc:
-            raise SkipItem("unreadable episode", str(exc)) from None
+            raise SkipItem("unreadable_episode", str(exc)) from None
         if ep.meta.action_space != "ui":
-            raise SkipItem("not a UI episode", f"{folder}: action_space {ep.meta.action_space}")
+            raise SkipItem("not_a_ui_episode", f"{folder}: action_space {ep.meta.action_space}")
         if only_success and ep.meta.success is False:
-            raise SkipItem("failed episode", folder)
+            raise SkipItem("failed_episode", folder)
         if not ep.steps:
-            raise SkipItem("no steps", folder)
+            raise SkipItem("no_steps", folder)
         p: MiniWoBParams = self.params(cfg)
         som_per_step = p.som_per_step
         # actions: false makes a SoM-only source of the same episodes (weighted on its own)
@@ -311,7 +311,7 @@ class MiniWoBEpisodesSource(SourceType):
                                            tasks=tuple(p.tasks),
                                            **common))
         if not samples:
-            raise SkipItem("no usable steps", folder)
+            raise SkipItem("no_usable_steps", folder)
         if dropped:
             samples[0].meta["_dropped"] = dict(dropped)
         return samples

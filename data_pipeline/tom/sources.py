@@ -69,7 +69,7 @@ def require_backend(opts: TomOptions, cfg: SourceConfig) -> None:
 def existing_path(path: str, cfg: SourceConfig) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
-        raise SkipItem("path not found", f"source {cfg.name!r}: {p} does not exist")
+        raise SkipItem("path_not_found", f"source {cfg.name!r}: {p} does not exist")
     return p
 
 

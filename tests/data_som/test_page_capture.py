@@ -107,8 +107,8 @@ def test_failed_page_raises_capture_error_with_reason(capturer, tmp_path):
     from data_pipeline.som.page_capture import CaptureError
     with pytest.raises(CaptureError) as e:
         capturer.capture(tmp_path / "missing.html")
-    assert e.value.reason == "page failed to load"
+    assert e.value.reason == "page_failed_to_load"
     with pytest.raises(CaptureError) as e:
         capturer.capture("http://127.0.0.1:9/nothing", timeout_s=5)
-    assert e.value.reason in ("page failed to load", "page timeout")
+    assert e.value.reason in ("page_failed_to_load", "page_timeout")
     assert re.search(r"127\.0\.0\.1", e.value.detail)

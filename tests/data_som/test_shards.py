@@ -138,9 +138,9 @@ sources:
     code, err = _run_cli(capsys, caplog, "build", "--config", str(cfg), "--out", str(tmp_path / "out"), "-q")
     assert code == 0, err
     top = read_manifest(tmp_path / "out")
-    assert top.skipped == {"empty image": 1, "unreadable image": 1, "missing field": 1,
-                              "box out of range": 1, "bad json": 1, "missing image": 1,
-                              "path not found": 1, "no items": 1}
+    assert top.skipped == {"empty_image": 1, "unreadable_image": 1, "missing_field": 1,
+                              "box_out_of_range": 1, "bad_json": 1, "missing_image": 1,
+                              "path_not_found": 1, "no_items": 1}
     assert top.dropped == {"element with zero or negative size": 1}
     assert top.counts_by_source["imgs"] > 0 and top.counts_by_source["ann"] > 0
     assert "garbage.png" in err and "out_of_range" in err  # a log line names the item

@@ -110,7 +110,7 @@ def test_html_source_marks_pages_and_counts_failed_ones(tmp_path):
     src = SourceConfig(name="web", type="html", params={"path": str(urls), "viewport": [640, 480],
                                                        "per_task": 1})
     m = build_source(src, tmp_path / "out", 16, workers=1, progress=False)
-    assert m["skipped"] == {"page failed to load": 1}
+    assert m["skipped"] == {"page_failed_to_load": 1}
     samples = samples_of(tmp_path / "out", m)
     from collections import Counter
     kinds = Counter(s.conversation[0].content[len("<image>"):].split(" ")[0] for s in samples)
@@ -175,3 +175,13 @@ def test_miniwob_episodes_actions_switch(tmp_path, actions, kinds):
     assert {s.primary_kind for s in samples} == kinds
     acts = [s for s in samples if s.primary_kind == "action"]
     assert all(s.conversation[-1].content == 'click "next" Mark 1' for s in acts) and len(acts) == 2 * actions
+
+
+def test_skip_reasons_have_one_spelling() -> None:
+    # Manifest keys are summed across builds and grepped by users: snake_case, always.
+    from data_pipeline.build.skips import SkipItem
+
+    assert SkipItem("unreadable_image", "a.png").reason == "unreadable_image"
+    for bad in ("unreadable image", "Unreadable", "bad-json", ""):
+        with pytest.raises(ValueError, match="snake_case"):
+            SkipItem(bad)
