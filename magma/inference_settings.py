@@ -23,16 +23,13 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from magma.config_io import StrictModel
 from magma.config_io import validation_problems as _problems
-from magma.prompts import HISTORY_WINDOW
+from magma.prompts import HISTORY_WINDOW, LEGEND_MAX_MARKS, LEGEND_MAX_TEXT
 
 INFERENCE_SETTINGS_FILE = "inference_settings.json"
 # The name of the prompt texts and chat format that `magma.prompts` and the processor render.
 # Bump it when a change to them means older checkpoints no longer see what they were trained on.
 PROMPT_FORMAT = "magma-v1"
 DEFAULT_CHUNK = 1  # a dataset the checkpoint has no settings for
-# The defaults of magma.prompts.marks_legend (a test keeps them equal).
-LEGEND_MAX_MARKS = 32
-LEGEND_MAX_TEXT = 24
 
 
 class _Strict(StrictModel):

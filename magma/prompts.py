@@ -15,13 +15,16 @@ from magma.schema import IMAGE_PLACEHOLDER
 # Previous UI actions shown in a UI action prompt (the most recent ones). Training and serving
 # must agree on it; the checkpoint records the value training used.
 HISTORY_WINDOW = 4
+# Legend limits: the first LEGEND_MAX_MARKS marks, labels cut to LEGEND_MAX_TEXT characters.
+LEGEND_MAX_MARKS = 32
+LEGEND_MAX_TEXT = 24
 
 
 def _images(n: int) -> str:
     return IMAGE_PLACEHOLDER * n
 
 
-def mark_label(m: Mark, max_text: int = 24) -> str:
+def mark_label(m: Mark, max_text: int = LEGEND_MAX_TEXT) -> str:
     """The text a mark is named by in legends and in click targets (whitespace collapsed)."""
     return " ".join(m.text.split())[:max_text]
 
@@ -30,7 +33,8 @@ def _mark_line(m: Mark, max_text: int) -> str:
     return f'{m.role} "{mark_label(m, max_text)}" Mark {m.id}'
 
 
-def marks_legend(marks: Sequence[Mark], max_text: int = 24, max_marks: int = 32) -> str:
+def marks_legend(marks: Sequence[Mark], max_text: int = LEGEND_MAX_TEXT,
+                 max_marks: int = LEGEND_MAX_MARKS) -> str:
     """One line per mark: `button "Submit" Mark 3`.
 
     The label comes before the id, in the same token order as a click target
@@ -68,7 +72,8 @@ def render_history(entries: Sequence[str], window: int = HISTORY_WINDOW) -> str:
 
 def ui_action_prompt(instruction: str, marks: Sequence[Mark] | None = None,
                      history: Sequence[str] = (), n_images: int = 1,
-                     history_window: int = HISTORY_WINDOW) -> str:
+                     history_window: int = HISTORY_WINDOW, legend_max_marks: int = LEGEND_MAX_MARKS,
+                     legend_max_text: int = LEGEND_MAX_TEXT) -> str:
     """Instruction + marked screen (+ legend of marks, + previous actions) -> next UI action.
 
     `history` holds the entries of every previous step (see `render_history`); the prompt
@@ -76,7 +81,7 @@ def ui_action_prompt(instruction: str, marks: Sequence[Mark] | None = None,
     """
     parts = [_images(n_images) + f"Task: {instruction}"]
     if marks:
-        parts.append("Marks:\n" + marks_legend(marks))
+        parts.append("Marks:\n" + marks_legend(marks, legend_max_text, legend_max_marks))
     line = render_history(history, history_window)
     if line:
         parts.append("History: " + line)

@@ -164,7 +164,7 @@ class Policy:
         if req.adapter == "ui":
             if len(images) != 1:
                 raise ServeError(400, "too_many_images", "the ui adapter takes one screenshot")
-            gen, ctx = prepare_ui(req, images[0], self.render_prompt, self.inference.ui.history_window)
+            gen, ctx = prepare_ui(req, images[0], self.render_prompt, self.inference.ui)
             return self._check_placeholders(gen), lambda out: ui_response(out, ctx).model_dump()
         gen, rctx = self.robot.prepare(req, images, self.render_prompt)
         return self._check_placeholders(gen), lambda out: self.robot.respond(out, rctx).model_dump()

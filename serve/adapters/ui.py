@@ -15,7 +15,8 @@ from PIL import Image
 
 from magma.codecs import ParseError, UIAction, denormalize_point, parse_ui_action
 from magma.marks import Mark
-from magma.prompts import HISTORY_WINDOW, ui_action_prompt
+from magma.inference_settings import UISettings
+from magma.prompts import ui_action_prompt
 from serve.api import ActRequest, ErrorInfo, UIActResponse
 from serve.engines.base import GenerationOutput, GenerationRequest
 from serve.errors import ServeError
@@ -58,11 +59,12 @@ class UIContext:
 
 
 def prepare_ui(req: ActRequest, screenshot: Image.Image, render_prompt,
-               history_window: int = HISTORY_WINDOW) -> tuple[GenerationRequest, UIContext]:
-    """`history_window`: the checkpoint's (inference_settings.json `ui.history_window`)."""
+               ui: UISettings = UISettings()) -> tuple[GenerationRequest, UIContext]:
+    """`ui`: the checkpoint's prompt settings (inference_settings.json `ui`)."""
     marks = marks_for_request(req)
     marked = mark_screen(screenshot, marks)
-    user = ui_action_prompt(req.instruction, marks, history=req.history or (), history_window=history_window)
+    user = ui_action_prompt(req.instruction, marks, history=req.history or (), history_window=ui.history_window,
+                            legend_max_marks=ui.legend_max_marks, legend_max_text=ui.legend_max_text)
     gen = GenerationRequest(render_prompt(user), [marked], UI_MAX_NEW_TOKENS)
     return gen, UIContext(marks, screenshot.width, screenshot.height)
 

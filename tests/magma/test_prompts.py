@@ -223,3 +223,13 @@ def test_client_history_stays_within_the_api_limit():
     assert HISTORY_SENT == MAX_HISTORY
     req = ui_request("x", "png", [], [f"click Mark {i}" for i in range(50)])
     assert req["history"] == [f"click Mark {i}" for i in range(50 - MAX_HISTORY, 50)]
+
+
+def test_ui_prompt_legend_follows_the_given_limits():
+    from magma.marks import Mark
+
+    marks = [Mark(i, (0, 0, 10, 10), text=f"label number {i}", role="button") for i in range(3)]
+    default = ui_action_prompt("Click OK.", marks)
+    assert default.count(" Mark ") == 3 and '"label number 2" Mark 2' in default
+    short = ui_action_prompt("Click OK.", marks, legend_max_marks=2, legend_max_text=5)
+    assert short.count(" Mark ") == 2 and '"label" Mark 1' in short and "Mark 2" not in short
