@@ -14,8 +14,12 @@ import numpy as np
 from PIL import Image
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
+# Per-channel normalisation; the vision tower's own (a CLIP tower was trained with CLIP's).
+# Saved in preprocessor_config.json, so a checkpoint keeps the statistics its tower expects.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def to_pil_rgb(image: Any) -> Image.Image:
@@ -55,8 +59,11 @@ class MagmaImageProcessor(BaseImageProcessor):
         super().__init__(**kwargs)
         self.image_size = image_size
         self.max_crops = max_crops
-        self.image_mean = list(image_mean)
-        self.image_std = list(image_std)
+        if len(image_mean) != 3 or len(image_std) != 3 or min(image_std) <= 0:
+            raise ValueError(f"image_mean/image_std must be 3 values each (std > 0), got "
+                             f"{list(image_mean)} / {list(image_std)}")
+        self.image_mean = [float(x) for x in image_mean]
+        self.image_std = [float(x) for x in image_std]
 
     def num_views(self, width: int, height: int) -> int:
         rows, cols = crop_grid(width, height, self.image_size, self.max_crops)
