@@ -17,6 +17,8 @@ class MagmaConfig(PreTrainedConfig):
     vision_feature_stage: ConvNeXt stage whose feature map becomes image tokens (-1 = last).
     max_crops: > 0 splits large images into up to this many crops plus a global view.
     action_bins: number of action tokens at the end of the vocabulary.
+    vision_norm_eps: LayerNorm eps of the vision tower when its source used another one than
+        transformers' ConvNeXt (timm's convnext_xxlarge: 1e-5); see magma.convnext_keys.
     """
 
     model_type = "magma"
@@ -32,6 +34,7 @@ class MagmaConfig(PreTrainedConfig):
     projector_norm: bool = True  # LayerNorm before the MLP (off for the public Magma-8B layout)
     action_bins: int = 256
     tie_word_embeddings: bool = False
+    vision_norm_eps: float | None = None  # every vision LayerNorm's eps (None: transformers' 1e-6)
 
     def __post_init__(self, **kwargs):
         if isinstance(self.vision_config, dict):

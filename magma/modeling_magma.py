@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
 from magma.configuration_magma import MagmaConfig
+from magma.convnext_keys import build_vision_tower
 
 
 @dataclass
@@ -68,7 +69,7 @@ class MagmaPreTrainedModel(PreTrainedModel):
 class MagmaForCausalLM(MagmaPreTrainedModel, GenerationMixin):
     def __init__(self, config: MagmaConfig):
         super().__init__(config)
-        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.vision_tower = build_vision_tower(config)
         self.multi_modal_projector = MagmaProjector(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()

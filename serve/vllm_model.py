@@ -11,9 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
-from transformers import AutoModel, BatchFeature
+from transformers import BatchFeature
 
 from magma.configuration_magma import MagmaConfig
+from magma.convnext_keys import build_vision_tower
 from magma.modeling_magma import MagmaProjector
 from magma.processing_magma import MagmaProcessor
 from vllm.config import VllmConfig
@@ -106,7 +107,7 @@ class MagmaForVLLM(nn.Module, SupportsMultiModal):
             text_config.architectures = ["LlamaForCausalLM"] if text_config.model_type == "llama" else None
         self.configure_mm_token_handling(vocab_size=text_config.vocab_size, mm_token_ids=[config.image_token_id])
         with self._mark_tower_model(vllm_config, "image"):
-            self.vision_tower = AutoModel.from_config(config.vision_config)
+            self.vision_tower = build_vision_tower(config)  # the transformers model's own builder
             self.multi_modal_projector = MagmaProjector(config)
         with self._mark_language_model(vllm_config):
             self.language_model = init_vllm_registered_model(
