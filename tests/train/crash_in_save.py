@@ -10,11 +10,11 @@ CRASH_AT = f".tmp-step-{os.environ['CRASH_AT_STEP']}"
 _export = ck.export_hf_folder
 
 
-def export_then_die(engine, processor, folder, action_stats, is_main):
+def export_then_die(engine, processor, folder, *args, **kwargs):
     if folder.name == CRASH_AT:
         (folder / "model.safetensors").write_bytes(b"partial")
         os.kill(os.getpid(), signal.SIGKILL)
-    return _export(engine, processor, folder, action_stats, is_main)
+    return _export(engine, processor, folder, *args, **kwargs)
 
 
 ck.export_hf_folder = export_then_die
