@@ -1,8 +1,14 @@
 """Continuous robot actions <-> discrete action tokens (the OpenVLA / Magma convention).
 
 Each action dimension is normalised per dataset with its 1st/99th percentiles to [-1, 1],
-clipped, and cut into 256 uniform bins; bin b is vocabulary id `vocab_size - 256 + b`, i.e.
-the last 256 ids, whose token strings are `<act_0>` ... `<act_255>` in our tokenizer.
+clipped, and cut into 256 uniform bins. Bin b has one text form everywhere, `<act_b>` (what
+samples and model answers hold), and one vocabulary id per checkpoint, set by its action-token
+scheme (`ActionVocab`, recorded by `magma.tokenizer_setup` in the processor config):
+
+    append      new tokens <act_0>..<act_255> at the end of the vocabulary: bin b -> start + b
+    reuse_last  the last 256 ids of the base vocabulary, as OpenVLA and Magma do (their id is
+                `vocab_size - digitize(a)`, so the lowest bin is the last id): bin b -> end - 1 - b
+
 Statistics live in the checkpoint folder as `action_stats.json` ({dataset: stats}).
 """
 from __future__ import annotations
@@ -11,6 +17,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -18,10 +25,77 @@ from magma.codecs import ParseError
 
 N_ACTION_BINS = 256
 ACTION_STATS_FILE = "action_stats.json"
+ActionScheme = Literal["append", "reuse_last"]
+ACTION_SCHEMES: tuple[str, ...] = ("append", "reuse_last")
+ACTION_TEXT = re.compile(r"<act_(\d{1,3})>")  # the text form of one bin
 
 
 def action_token(bin_index: int) -> str:
     return f"<act_{bin_index}>"
+
+
+@dataclass(frozen=True)
+class ActionVocab:
+    """Which vocabulary ids the action bins are: `range(start, start + n_bins)`, in the order
+    of `scheme` (see the module docstring). The one place bins become ids and back."""
+
+    scheme: str
+    start: int
+    n_bins: int = N_ACTION_BINS
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ACTION_SCHEMES:
+            raise ValueError(f"action-token scheme {self.scheme!r}: choose one of {ACTION_SCHEMES}")
+        if self.start < 0 or self.n_bins < 1:
+            raise ValueError(f"action ids start at {self.start} for {self.n_bins} bins: need start >= 0")
+
+    @classmethod
+    def at_end(cls, vocab_size: int, n_bins: int = N_ACTION_BINS, scheme: str = "append") -> "ActionVocab":
+        """The bins on the last `n_bins` ids below `vocab_size`."""
+        if vocab_size <= n_bins:
+            raise ValueError(f"vocab_size {vocab_size} must exceed the {n_bins} action bins")
+        return cls(scheme, vocab_size - n_bins, n_bins)
+
+    @property
+    def end(self) -> int:
+        """One past the last action id."""
+        return self.start + self.n_bins
+
+    @property
+    def ids(self) -> range:
+        return range(self.start, self.end)
+
+    def bin_to_id(self, bins: np.ndarray | int) -> np.ndarray:
+        b = np.asarray(bins, dtype=np.int64)
+        return self.start + b if self.scheme == "append" else self.end - 1 - b
+
+    def id_to_bin(self, ids: np.ndarray | int) -> np.ndarray:
+        i = np.asarray(ids, dtype=np.int64)
+        return i - self.start if self.scheme == "append" else self.end - 1 - i
+
+    def is_action(self, ids: np.ndarray | int) -> np.ndarray:
+        i = np.asarray(ids, dtype=np.int64)
+        return (i >= self.start) & (i < self.end)
+
+    def ids_to_text(self, ids: Sequence[int]) -> str:
+        """Action ids -> `<act_b>...` (ValueError for an id outside the range)."""
+        arr = np.asarray(list(ids), dtype=np.int64)
+        if not self.is_action(arr).all():
+            raise ValueError(f"token ids outside the action range [{self.start}, {self.end})")
+        return "".join(action_token(int(b)) for b in self.id_to_bin(arr))
+
+    def text_to_ids(self, text: str) -> list[int]:
+        """`<act_b>...` (nothing else) -> ids (ValueError otherwise)."""
+        found = ACTION_TEXT.findall(text)
+        if not found or ACTION_TEXT.sub("", text):
+            raise ValueError(f"expected only {action_token(0)}-style action tokens, got {text[:60]!r}")
+        bins = np.asarray([int(f) for f in found])
+        if (bins >= self.n_bins).any():
+            raise ValueError(f"action bin outside [0, {self.n_bins}) in {text[:60]!r}")
+        return [int(i) for i in self.bin_to_id(bins)]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"scheme": self.scheme, "start": self.start, "n_bins": self.n_bins}
 
 
 @dataclass
@@ -76,15 +150,17 @@ def load_action_stats(folder_or_file: str | Path) -> dict[str, ActionStats]:
 
 
 class ActionTokenizer:
-    """Maps actions of shape [H, D] (a chunk of H steps) to H*D token ids and back."""
+    """Maps actions of shape [H, D] (a chunk of H steps) to H*D token ids and back.
 
-    def __init__(self, vocab_size: int, stats: ActionStats, n_bins: int = N_ACTION_BINS):
-        if vocab_size <= n_bins:
-            raise ValueError(f"vocab_size {vocab_size} must exceed the {n_bins} action bins")
-        self.vocab_size = vocab_size
-        self.n_bins = n_bins
+    `vocab`: the checkpoint's `ActionVocab`, or an int `vocab_size` for the `append` layout on
+    its last `n_bins` ids (the text form `render`/`parse` does not depend on it)."""
+
+    def __init__(self, vocab: ActionVocab | int, stats: ActionStats, n_bins: int = N_ACTION_BINS):
+        self.vocab = vocab if isinstance(vocab, ActionVocab) else ActionVocab.at_end(vocab, n_bins)
+        self.n_bins = self.vocab.n_bins
+        self.vocab_size = self.vocab.end  # one past the last action id
+        self.first_id = self.vocab.start
         self.stats = stats
-        self.first_id = vocab_size - n_bins
         self._lo = np.asarray(stats.q01, dtype=np.float64)
         self._hi = np.asarray(stats.q99, dtype=np.float64)
         # A constant dimension (q01 == q99) would divide by zero: give it a unit range.
@@ -97,7 +173,7 @@ class ActionTokenizer:
 
     @property
     def action_token_ids(self) -> range:
-        return range(self.first_id, self.vocab_size)
+        return self.vocab.ids
 
     @property
     def bin_width(self) -> float:
@@ -126,16 +202,16 @@ class ActionTokenizer:
 
     def encode(self, actions: np.ndarray) -> list[int]:
         """[H, D] (or [D]) actions -> H*D vocabulary ids, step-major."""
-        return [int(b) + self.first_id for b in self.to_bins(actions).reshape(-1)]
+        return [int(i) for i in self.vocab.bin_to_id(self.to_bins(actions).reshape(-1))]
 
     def decode(self, token_ids: list[int] | np.ndarray) -> np.ndarray:
         """H*D vocabulary ids -> [H, D] actions (bin centres, un-normalised)."""
         ids = np.asarray(list(token_ids), dtype=np.int64)
         if ids.size == 0 or ids.size % self.dim:
             raise ValueError(f"{ids.size} action tokens is not a multiple of action dim {self.dim}")
-        if ((ids < self.first_id) | (ids >= self.vocab_size)).any():
+        if not self.vocab.is_action(ids).all():
             raise ValueError("token ids outside the action range")
-        return self.from_bins((ids - self.first_id).reshape(-1, self.dim))
+        return self.from_bins(self.vocab.id_to_bin(ids).reshape(-1, self.dim))
 
     # -- text form, used in samples and by the serving adapters
 
@@ -143,8 +219,8 @@ class ActionTokenizer:
         return "".join(action_token(int(b)) for b in self.to_bins(actions).reshape(-1))
 
     def parse(self, text: str, chunk: int | None = None) -> np.ndarray | ParseError:
-        found = re.findall(r"<act_(\d{1,3})>", text)
-        rest = re.sub(r"<act_\d{1,3}>", "", text).strip()
+        found = ACTION_TEXT.findall(text)
+        rest = ACTION_TEXT.sub("", text).strip()
         if not found or rest:
             return ParseError("action_tokens", "expected only <act_N> tokens", text)
         bins = np.asarray([int(f) for f in found])
@@ -157,12 +233,10 @@ class ActionTokenizer:
 
     def logits_mask(self, vocab_size: int | None = None) -> np.ndarray:
         """Boolean [vocab] mask, True on action ids: constrained decoding sets the rest to -inf."""
-        mask = np.zeros(vocab_size or self.vocab_size, dtype=bool)
-        mask[self.first_id:self.vocab_size] = True
+        mask = np.zeros(vocab_size or self.vocab.end, dtype=bool)
+        mask[self.vocab.start:self.vocab.end] = True
         return mask
 
     def max_abs_error(self) -> np.ndarray:
         """Worst-case per-dimension decoding error for actions inside [q01, q99]: half a bin."""
         return self.bin_width / 2.0 * self._span / 2.0
-
-

@@ -59,8 +59,11 @@ def _corpus() -> list[str]:
     return lines * 3
 
 
-def build_bpe_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Deterministic byte-level BPE (BPE part has `vocab_size` entries incl. the 256 bytes)."""
+def build_bpe_tokenizer(vocab_size: int = 1024, action_tokens: bool = True) -> PreTrainedTokenizerFast:
+    """Deterministic byte-level BPE (BPE part has `vocab_size` entries incl. the 256 bytes).
+
+    `action_tokens=False` leaves out `<act_0>..<act_255>` (the `reuse_last` action scheme puts
+    the bins on the last ids of the BPE part instead)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # deterministic merge order
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -73,7 +76,8 @@ def build_bpe_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
                                   special_tokens=[])
     tok.train_from_iterator(_corpus(), trainer=trainer)
     tok.add_special_tokens(SPECIAL_TOKENS)
-    tok.add_special_tokens([action_token(i) for i in range(N_ACTION_BINS)])
+    if action_tokens:
+        tok.add_special_tokens([action_token(i) for i in range(N_ACTION_BINS)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=END_OF_TURN,
                                    pad_token=PAD, unk_token=None, model_max_length=4096,
                                    padding_side="right")
@@ -81,7 +85,8 @@ def build_bpe_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
     fast.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, *ROLE_TOKENS, END_OF_TURN]},
                             replace_extra_special_tokens=False) if _accepts_replace(fast) else \
         fast.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, *ROLE_TOKENS, END_OF_TURN]})
-    _check_layout(fast)
+    if action_tokens:
+        _check_layout(fast)
     return fast
 
 
