@@ -85,21 +85,24 @@ def split_trunk_state_dict(state: dict[str, torch.Tensor]) -> TrunkSplit | None:
     """The ConvNeXt trunk of a timm / open_clip / Magma-release state dict, or None when no
     trunk (`<prefix>stem.0.weight`) is found under any of `TRUNK_PREFIXES`.
 
-    In an open_clip or release checkpoint, keys outside the trunk's parent (`visual.`,
-    `vision_tower.`) belong to other towers and are dropped, as is the parent's projection
-    head; inside the trunk, every key must map or be the timm classifier (`head.fc`).
+    In an open_clip or release checkpoint, keys outside the tower (`visual.`, `vision_tower.`)
+    belong to other towers and are dropped, as is the tower's CLIP projection head
+    (`visual.head.*`, `vision_tower.clip_vision_model.head.*`); any other key in the tower is
+    unknown. Inside the trunk every key must map, or be the timm classifier (`head.fc`).
     """
     kind = next((k for k, p in TRUNK_PREFIXES.items() if p + "stem.0.weight" in state), None)
     if kind is None:
         return None
     prefix = TRUNK_PREFIXES[kind]
-    parent = prefix.split(".")[0] + "." if prefix else ""
+    # The tower's CLIP projection head sits beside its trunk (visual.head.*); other keys under
+    # the tower's parent (visual., vision_tower.) are unknown; the rest belong to other towers.
+    head = prefix[:-len("trunk.")] + "head." if prefix.endswith("trunk.") else None
+    parent = prefix.split(".")[0] + "." if prefix.count(".") > 1 else None
     out = TrunkSplit(state={}, kind=kind)
     for key, value in state.items():
         if not key.startswith(prefix):
-            # Another tower (text, projector) or the CLIP projection head of this one.
-            (out.unknown if parent and key.startswith(parent) and not _is_tower_head(key, parent)
-             else out.dropped).append(key)
+            tower_key = parent is not None and key.startswith(parent) and not (head and key.startswith(head))
+            (out.unknown if tower_key else out.dropped).append(key)
             continue
         rest = key[len(prefix):]
         new = map_trunk_key(rest)
@@ -110,12 +113,6 @@ def split_trunk_state_dict(state: dict[str, torch.Tensor]) -> TrunkSplit | None:
         else:
             out.unknown.append(key)
     return out
-
-
-def _is_tower_head(key: str, parent: str) -> bool:
-    # open_clip: visual.head.{proj,mlp.*} (CLIP projection of the pooled feature); the
-    # release's vision_tower holds only the trunk, so nothing else under it is expected.
-    return parent == "visual." and key.startswith("visual.head.")
 
 
 @dataclass

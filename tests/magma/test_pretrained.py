@@ -213,6 +213,12 @@ def test_real_open_clip_xxlarge_names_map_onto_convnextmodel():
         hf = ConvNextModel(ConvNextConfig(depths=XXLARGE_DEPTHS, hidden_sizes=XXLARGE_WIDTHS))
     expected = {k: tuple(v.shape) for k, v in hf.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in split.state.items()} == expected
+    # The same tower inside the Magma-8B release (vision_tower.clip_vision_model = open_clip's visual)
+    release = {k.replace("visual.", "vision_tower.clip_vision_model.", 1): v for k, v in state.items()}
+    release["language_model.lm_head.weight"] = torch.empty(8, 8, device="meta")
+    split = split_trunk_state_dict(release)
+    assert split.kind == "magma_release" and not split.unknown and split.state.keys() == expected.keys()
+    assert sorted(split.dropped) == ["language_model.lm_head.weight", "vision_tower.clip_vision_model.head.proj.weight"]
 
 
 def test_fixture_file_uses_the_real_open_clip_names(sources):
