@@ -54,7 +54,7 @@ def local_source(value: str, key: str, spec_file: Path | None) -> Path:
             fix=f"download it yourself (e.g. `huggingface-cli download {value} --local-dir DIR`) "
                 "and give the local folder")
     raise ConfigError(f"{value} does not exist", file=spec_file, key=key,
-                      fix="give an existing local folder or file (relative paths are from the current directory)")
+                      fix="give an existing local folder or file; relative paths are from the current directory")
 
 
 # ---------------------------------------------------------------------------------- text
