@@ -79,6 +79,7 @@ class TrunkSplit:
     kind: str
     dropped: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    source_keys: dict[str, str] = field(default_factory=dict)  # ConvNextModel name -> checkpoint key
 
 
 def split_trunk_state_dict(state: dict[str, torch.Tensor]) -> TrunkSplit | None:
@@ -108,6 +109,7 @@ def split_trunk_state_dict(state: dict[str, torch.Tensor]) -> TrunkSplit | None:
         new = map_trunk_key(rest)
         if new is not None:
             out.state[new] = value
+            out.source_keys[new] = key
         elif _TRUNK_DROPPED.fullmatch(rest):
             out.dropped.append(key)
         else:

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from magma.config_io import ConfigError
-from magma.convnext_keys import (TIMM_DEFAULT_NORM_EPS, convnext_config_from_state, set_layer_norm_eps,
-                                 split_trunk_state_dict, timm_norm_eps)
+from magma.convnext_keys import (TIMM_DEFAULT_NORM_EPS, TrunkSplit, convnext_config_from_state,
+                                 set_layer_norm_eps, split_trunk_state_dict, timm_norm_eps)
 from magma.image_processing_magma import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from magma.model_config import ModelSpec
 
@@ -221,18 +221,19 @@ def _vision_folder(folder: Path) -> VisionSource:
                         norm_eps=None)
 
 
-def _read_weights(path: Path, load_weights: bool) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix not in WEIGHT_SUFFIXES:
         raise ConfigError(f"unknown weights file type {path.suffix!r} (expected one of {', '.join(WEIGHT_SUFFIXES)})",
                           file=path, fix=_FIX_VISION)
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors":  # shapes now, tensors later: only the trunk's are read
             from safetensors import safe_open
             with safe_open(str(path), framework="pt") as f:
-                if load_weights:
-                    return {k: f.get_tensor(k) for k in f.keys()}
                 return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:  # mmap: tensors are read when used
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a legacy (pre-zip) torch.save file cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: one clear line, whatever the reader raised
         raise ConfigError(f"cannot read the weights ({type(exc).__name__}: {exc})", file=path,
                           fix=_FIX_VISION) from None
@@ -254,7 +255,7 @@ def _few(keys: list[str], n: int = 5) -> str:
 def _vision_file(path: Path, load_weights: bool) -> VisionSource:
     from transformers import ConvNextConfig
 
-    state = _read_weights(path, load_weights)
+    state = _read_weights(path)
     split = split_trunk_state_dict(state)
     if split is None:
         raise ConfigError(f"no ConvNeXt trunk found (no stem.0.weight, bare or under visual.trunk.); "
@@ -278,7 +279,16 @@ def _vision_file(path: Path, load_weights: bool) -> VisionSource:
                         image_mean=CLIP_MEAN if clip else IMAGENET_MEAN,
                         image_std=CLIP_STD if clip else IMAGENET_STD,
                         norm_eps=None if eps == TIMM_DEFAULT_NORM_EPS else eps,
-                        state=split.state if load_weights else None)
+                        state=_trunk_tensors(path, split) if load_weights else None)
+
+
+def _trunk_tensors(path: Path, split: TrunkSplit) -> dict[str, torch.Tensor]:
+    """The trunk's tensors in ConvNextModel names (a safetensors file: only these are read)."""
+    if path.suffix != ".safetensors":
+        return dict(split.state)  # memory-mapped; load_state_dict copies them into the tower
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        return {new: f.get_tensor(old) for new, old in split.source_keys.items()}
 
 
 def _check_vision_agreement(spec: ModelSpec, source: VisionSource) -> None:
