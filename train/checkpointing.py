@@ -27,6 +27,7 @@ import torch
 from magma.checkpoint import save_checkpoint
 from magma.inference_settings import InferenceSettings
 from train.distributed import barrier
+from train.lora import ADAPTER_DIR, export_adapter, is_lora
 from train.model_setup import exportable_model
 
 STATE_FILE = "trainer_state.json"
@@ -96,10 +97,13 @@ def save_training_checkpoint(ckpt_root: Path, step: int, engine: Any, processor:
 def export_hf_folder(engine: Any, processor: Any, folder: Path, action_stats: dict, is_main: bool,
                      inference: InferenceSettings | None = None) -> None:
     """Collective: a HF folder with full weights (gathered under ZeRO-3, LoRA merged), its action
-    statistics and the inference settings its training data was built with."""
+    statistics and the inference settings its training data was built with; a LoRA run also
+    writes the adapter alone to `folder/adapter/` (train/lora.py)."""
     with engine.full_weights() as module:
         if is_main:
             save_checkpoint(exportable_model(module), processor, folder, action_stats, inference)
+            if is_lora(module):
+                export_adapter(module, folder / ADAPTER_DIR, action_stats, inference)
 
 
 def find_resume_folder(ckpt_root: Path, resume: str) -> Path | None:

@@ -14,20 +14,30 @@ from pydantic import Field, model_validator
 from magma.config_io import ConfigError, StrictModel, read_yaml_mapping, validate_config
 
 
+TrainableModule = Literal["projector", "vision"]
+
+
 class LoraSpec(StrictModel):
+    """LoRA adapters on the language model (PEFT). Every other weight is frozen, except the
+    modules named in `modules_to_save`, which train in full and are exported with the adapter
+    (Magma's `non_lora_trainables`, e.g. the projector)."""
     enabled: bool = False
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
     # Regex on module names: the language model's attention and MLP projections.
     target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    modules_to_save: list[TrainableModule] = []
 
 
 class ModelSection(StrictModel):
     config: str | None = None  # configs/model/<size>.yaml: random init (magma.build.build_model)
     checkpoint: str | None = None  # or a checkpoint folder (magma.checkpoint.load_checkpoint)
     seed: int = 0
+    # What trains (without LoRA): everything but the frozen parts. freeze_vision: the ConvNeXt
+    # tower only; the projector has its own switch (projector-only alignment freezes both towers).
     freeze_vision: bool = False
+    freeze_projector: bool = False
     freeze_language: bool = False
     lora: LoraSpec = LoraSpec()
     gradient_checkpointing: bool = False
@@ -36,6 +46,11 @@ class ModelSection(StrictModel):
     def _one_source(self) -> "ModelSection":
         if (self.config is None) == (self.checkpoint is None):
             raise ValueError("set exactly one of model.config (random init) or model.checkpoint (folder)")
+        frozen = {"projector": self.freeze_projector, "vision": self.freeze_vision}
+        both = [m for m in self.lora.modules_to_save if frozen[m]]
+        if both:
+            raise ValueError(f"model.lora.modules_to_save names {both} but model.freeze_{both[0]} is true; "
+                             "drop one of the two")
         return self
 
 
@@ -50,7 +65,12 @@ class DataSection(StrictModel):
 
 
 class OptimSection(StrictModel):
+    """`lr` is every trainable weight's peak rate unless a per-module rate is set (Magma's
+    mm_projector_lr / vision_tokenizer_lr); the schedule scales every group alike."""
     lr: float = 1e-3
+    projector_lr: float | None = Field(default=None, gt=0)
+    vision_lr: float | None = Field(default=None, gt=0)
+    language_lr: float | None = Field(default=None, gt=0)  # LM weights, or its LoRA adapters
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
@@ -94,6 +114,19 @@ class TrainConfig(StrictModel):
     precision: Literal["fp32", "bf16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _rates_for_trained_modules(self) -> "TrainConfig":
+        m = self.model
+        frozen = {"projector": m.freeze_projector, "vision": m.freeze_vision,
+                  "language": m.freeze_language and not m.lora.enabled}
+        if m.lora.enabled:  # PEFT freezes what is neither an adapter nor in modules_to_save
+            frozen.update({k: k not in m.lora.modules_to_save for k in ("projector", "vision")})
+        for module, is_frozen in frozen.items():
+            if is_frozen and getattr(self.optim, f"{module}_lr") is not None:
+                raise ValueError(f"optim.{module}_lr is set but the {module} does not train in this config "
+                                 f"(frozen, or LoRA without it in model.lora.modules_to_save); drop one")
+        return self
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

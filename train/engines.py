@@ -12,17 +12,35 @@ import torch
 
 from train.config import TrainConfig
 from train.distributed import DistInfo
+from train.model_setup import module_of_parameters
 from train.schedule import lr_lambda
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "position_ids")
 
 
-def _optimizer_and_scheduler(cfg: TrainConfig, model: torch.nn.Module):
+def param_groups(cfg: TrainConfig, model: torch.nn.Module) -> list[dict[str, Any]]:
+    """One group of every trainable parameter, or, when a per-module rate is set
+    (optim.projector_lr / vision_lr / language_lr), one group per module in the order language,
+    projector, vision (empty ones left out), each with its peak rate (unset: optim.lr)."""
     o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]
+    rates = {"language": o.language_lr, "projector": o.projector_lr, "vision": o.vision_lr}
+    if all(r is None for r in rates.values()):
+        return [{"params": params}]
+    owner = module_of_parameters(model)
+    groups = []
+    for part, rate in rates.items():
+        members = [p for p in params if owner.get(id(p), "language") == part]
+        if members:
+            groups.append({"params": members, "lr": o.lr if rate is None else rate, "name": part})
+    return groups
+
+
+def _optimizer_and_scheduler(cfg: TrainConfig, model: torch.nn.Module):
+    o = cfg.optim
     # Plain torch AdamW: DeepSpeed's own Adam variants JIT-compile for ~40 s on first use.
-    opt = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-                            foreach=False)
+    opt = torch.optim.AdamW(param_groups(cfg, model), lr=o.lr, betas=o.betas, eps=o.eps,
+                            weight_decay=o.weight_decay, foreach=False)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lr_lambda(o.schedule, o.warmup_steps, cfg.max_steps, o.min_lr_ratio))
     return opt, sched
@@ -67,6 +85,7 @@ class TorchEngine:
 
     @property
     def lr(self) -> float:
+        """The first parameter group's current rate (see `param_groups`)."""
         return float(self.optimizer.param_groups[0]["lr"])
 
     def save_resume(self, folder: Path) -> None:
@@ -90,11 +109,13 @@ class DeepSpeedEngine:
 
     name = "deepspeed"
 
-    def __init__(self, cfg: TrainConfig, model: torch.nn.Module, info: DistInfo):
+    def __init__(self, cfg: TrainConfig, model: torch.nn.Module, info: DistInfo,
+                 ds_config: dict[str, Any] | None = None):
+        """`ds_config`: the one the model was built with (ZeRO-3 partitions at construction)."""
         import deepspeed
 
         self.cfg, self.device, self.world = cfg, info.device, info.world_size
-        ds_config = build_deepspeed_config(cfg, info.world_size)
+        ds_config = ds_config or build_deepspeed_config(cfg, info.world_size)
         self.zero_stage = ds_config["zero_optimization"]["stage"]
         opt, sched = _optimizer_and_scheduler(cfg, model)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
@@ -162,9 +183,25 @@ def build_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
     return ds
 
 
-def make_engine(cfg: TrainConfig, model: torch.nn.Module, info: DistInfo):
+def make_engine(cfg: TrainConfig, model: torch.nn.Module, info: DistInfo,
+                ds_config: dict[str, Any] | None = None):
     kind = resolve_engine_kind(cfg, info.world_size)
-    return DeepSpeedEngine(cfg, model, info) if kind == "deepspeed" else TorchEngine(cfg, model, info)
+    return DeepSpeedEngine(cfg, model, info, ds_config) if kind == "deepspeed" else TorchEngine(cfg, model, info)
+
+
+def build_plan(cfg: TrainConfig, engine_kind: str, world_size: int, run_dir: Path):
+    """(BuildPlan, DeepSpeed config or None): ZeRO-3 runs build partitioned; DeepSpeed bf16 runs
+    load weights in bf16 (the engine trains bf16 weights with fp32 master copies anyway); the
+    torch engine keeps fp32 weights under autocast."""
+    from train.model_setup import BuildPlan
+    from train.zero3 import INIT_DIR
+
+    ds_config = build_deepspeed_config(cfg, world_size) if engine_kind == "deepspeed" else None
+    bf16 = cfg.precision == "bf16" and ds_config is not None
+    zero3 = ds_config is not None and ds_config["zero_optimization"]["stage"] == 3
+    plan = BuildPlan(dtype=torch.bfloat16 if bf16 else torch.float32, zero3=ds_config if zero3 else None,
+                     scratch=run_dir / INIT_DIR)
+    return plan, ds_config
 
 
 def resolve_engine_kind(cfg: TrainConfig, world_size: int) -> str:

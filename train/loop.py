@@ -21,9 +21,10 @@ from train.checkpointing import (check_resume_compatible, clean_stale_tmp, expor
 from train.config import TrainConfig, dump_config
 from train.data import StreamSpec, make_loader, read_manifest
 from train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
-from train.engines import make_engine, resolve_engine_kind
+from train.engines import build_plan, make_engine, resolve_engine_kind
 from train.metrics import KindLosses, RunLogger
 from train.model_setup import build_training_model, count_trainable
+from train.zero3 import local_share
 
 
 class NonFiniteLossError(RuntimeError):
@@ -79,7 +80,12 @@ def _train(cfg: TrainConfig, info: DistInfo, engine_kind: str) -> TrainResult:
 
     # ---------------------------------------------------------------- model, data, engine
     torch.manual_seed(cfg.seed)
-    model, processor, ckpt_stats = build_training_model(cfg.model)
+    plan, ds_config = build_plan(cfg, engine_kind, info.world_size, run_dir)
+    model, processor, ckpt_stats = build_training_model(cfg.model, plan)
+    if plan.zero3 is not None:  # what each rank holds before DeepSpeed starts
+        held, whole = local_share(model)
+        print(f"[train] rank {info.rank}: ZeRO-3 partitioned at construction, holds {held} of {whole} "
+              f"parameter elements", flush=True)
     manifest = read_manifest(cfg.data.shards, cfg.data.weights)
     action_stats = {**ckpt_stats, **manifest.action_stats}
     # What the shards' prompts were built with (chunk, proprio, ...), recorded in every checkpoint
@@ -90,7 +96,7 @@ def _train(cfg: TrainConfig, info: DistInfo, engine_kind: str) -> TrainResult:
     resume_from = find_resume_folder(ckpt_root, cfg.checkpoint.resume)
     if resume_from is not None:
         check_resume_compatible(resume_from, engine_kind, W)
-    engine = make_engine(cfg, model, info)
+    engine = make_engine(cfg, model, info, ds_config)
     trainable, total = count_trainable(engine.module)
 
     start_step, skipped = 0, {}
