@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import AutoTokenizer, ConvNextConfig
+from transformers import ConvNextConfig
 
-from magma.action_tokenizer import N_ACTION_BINS, action_token
 from magma.config_io import ConfigError
 from magma.configuration_magma import MagmaConfig
 from magma.image_processing_magma import IMAGENET_MEAN, IMAGENET_STD, MagmaImageProcessor
@@ -20,24 +20,20 @@ from magma.model_config import ModelSpec, load_model_spec
 from magma.modeling_magma import MagmaForCausalLM
 from magma.pretrained import TextSource, VisionSource, local_source, read_text_source, read_vision_source
 from magma.processing_magma import MagmaProcessor
-from magma.tokenizer_build import END_OF_TURN, IMAGE_TOKEN, build_bpe_tokenizer
+from magma.tokenizer_build import IMAGE_TOKEN
+from magma.tokenizer_setup import TokenSetup, load_tokenizer, tokenizer_from_spec
 
 
-def build_tokenizer(spec: ModelSpec):
+def build_tokenizer(spec: ModelSpec) -> tuple[Any, TokenSetup]:
+    """The spec's tokenizer prepared by `magma.tokenizer_setup` (chat template, end of turn, pad,
+    <image>, action tokens by `tokenizer.action_tokens`) and what that resolved."""
     if spec.tokenizer.path:
         folder = local_source(spec.tokenizer.path, "tokenizer.path", spec.path)
         if not folder.is_dir():
             raise ConfigError(f"{folder} is not a folder", file=spec.path, key="tokenizer.path",
                               fix="give the folder holding tokenizer.json / tokenizer_config.json")
-        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        missing = [t for t in [IMAGE_TOKEN] + [action_token(i) for i in range(N_ACTION_BINS)]
-                   if t not in tok.get_vocab()]
-        if missing:  # real tokenizers: append <image> and the action tokens at the end
-            tok.add_tokens(missing, special_tokens=True)
-        return tok
-    if spec.tokenizer.builtin_bpe_vocab:
-        return build_bpe_tokenizer(spec.tokenizer.builtin_bpe_vocab)
-    raise ConfigError("tokenizer: set builtin_bpe_vocab or path")
+        return load_tokenizer(folder, spec.tokenizer.action_tokens)
+    return tokenizer_from_spec(spec)
 
 
 @dataclass
@@ -88,10 +84,13 @@ def image_normalisation(spec: ModelSpec, backbones: Backbones) -> tuple[tuple[fl
 
 
 def build_processor(config: MagmaConfig, tokenizer, image_mean: tuple[float, ...] = IMAGENET_MEAN,
-                    image_std: tuple[float, ...] = IMAGENET_STD) -> MagmaProcessor:
+                    image_std: tuple[float, ...] = IMAGENET_STD, setup: TokenSetup | None = None) -> MagmaProcessor:
+    """`setup`: what `magma.tokenizer_setup` resolved (end of turn, action scheme), recorded in
+    the processor config; None only for a tokenizer in the built-in layout."""
     image_processor = MagmaImageProcessor(image_size=config.image_size, max_crops=config.max_crops,
                                           image_mean=image_mean, image_std=image_std)
-    return MagmaProcessor(image_processor, tokenizer, tokens_per_view=config.tokens_per_view)
+    return MagmaProcessor(image_processor, tokenizer, tokens_per_view=config.tokens_per_view,
+                          **(setup.processor_kwargs() if setup else {}))
 
 
 def _spec(spec_or_path: ModelSpec | str | Path) -> ModelSpec:
@@ -102,12 +101,12 @@ def build_config_and_processor(spec_or_path: ModelSpec | str | Path, backbones: 
                                ) -> tuple[MagmaConfig, MagmaProcessor]:
     spec = _spec(spec_or_path)
     b = backbones or Backbones.of(spec)
-    tok = build_tokenizer(spec)
+    tok, setup = build_tokenizer(spec)
     vocab = spec.text.vocab_size if spec.text.vocab_size and b.text is None else len(tok)
     if vocab < len(tok):
         raise ConfigError(f"text.vocab_size {vocab} is smaller than the tokenizer ({len(tok)})")
     config = magma_config_from_spec(spec, vocab, tok.convert_tokens_to_ids(IMAGE_TOKEN), b)
-    return config, build_processor(config, tok, *image_normalisation(spec, b))
+    return config, build_processor(config, tok, *image_normalisation(spec, b), setup=setup)
 
 
 def build_model(spec_or_path: ModelSpec | str | Path, seed: int = 0,
@@ -146,10 +145,9 @@ def _build_from_pretrained(spec: ModelSpec, config: MagmaConfig, processor: Magm
 
 
 def set_generation_defaults(model: MagmaForCausalLM, processor: MagmaProcessor) -> None:
-    """Generation stops at the end of the assistant turn (<|end|>, else the tokenizer's eos) and
-    pads with the pad token."""
+    """Generation stops at the end of the assistant turn (the processor's recorded end-of-turn
+    token, magma.tokenizer_setup) and pads with the pad token."""
     tok = processor.tokenizer
-    eot = tok.convert_tokens_to_ids(END_OF_TURN) if END_OF_TURN in tok.get_vocab() else tok.eos_token_id
-    model.generation_config.eos_token_id = eot
+    model.generation_config.eos_token_id = processor.eot_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.bos_token_id = None
