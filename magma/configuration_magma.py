@@ -19,6 +19,8 @@ class MagmaConfig(PreTrainedConfig):
     action_bins: number of action tokens at the end of the vocabulary.
     vision_norm_eps: LayerNorm eps of the vision tower when its source used another one than
         transformers' ConvNeXt (timm's convnext_xxlarge: 1e-5); see magma.convnext_keys.
+    row_separator: the public Magma-8B layout: a learnt vector (`multi_modal_projector.row_separator`)
+        ends every row of image features (magma.modeling_magma.place_image_tokens). Off by default.
     """
 
     model_type = "magma"
@@ -35,6 +37,7 @@ class MagmaConfig(PreTrainedConfig):
     action_bins: int = 256
     tie_word_embeddings: bool = False
     vision_norm_eps: float | None = None  # every vision LayerNorm's eps (None: transformers' 1e-6)
+    row_separator: bool = False
 
     def __post_init__(self, **kwargs):
         if isinstance(self.vision_config, dict):

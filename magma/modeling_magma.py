@@ -1,9 +1,16 @@
 """MagmaForCausalLM: ConvNeXt image encoder -> MLP projector -> any causal LM.
 
 Each `<image>` token in `input_ids` receives one image-feature vector, in order: the processor
-expands every image placeholder to `views x tokens_per_view` image tokens, and the model fills
-them with the projected ConvNeXt feature maps of those views (row-major cells). The loss is
-taken on `labels` (-100 everywhere but the assistant targets).
+expands every image placeholder to as many image tokens as `place_image_tokens` lays out, and
+the model fills them with the projected ConvNeXt feature maps. Two layouts:
+
+- views (ours): each view's h x w feature cells, row-major, view after view;
+- grid (the Magma-8B release, `image_grid` given): an image's rows x cols crops form one
+  (rows*h) x (cols*w) feature grid, read row by row.
+
+With `config.row_separator` a learnt vector ends every feature row (the release's
+`row_seperator`), so a grid of R x C cells gives R * (C + 1) tokens. The loss is taken on
+`labels` (-100 everywhere but the assistant targets).
 """
 from __future__ import annotations
 
@@ -38,8 +45,67 @@ class MagmaProjector(nn.Module):
         else:
             self.proj = nn.Sequential(nn.Linear(d_in, d_out), nn.GELU(), nn.Linear(d_out, d_out))
 
+        if config.row_separator:
+            # The release's learnt row separator; zeros until trained or converted.
+            self.row_separator = nn.Parameter(torch.zeros(d_out))
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.proj(self.norm(features))
+
+
+def place_image_tokens(maps: torch.Tensor, grids: list[tuple[int, int]],
+                       row_separator: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Projected feature maps [V, h, w, D] (crops/views in order) -> one [tokens, D] tensor per
+    grid. `grids` lists (rows, cols) of crops per grid, row-major, sum(rows * cols) == V; the
+    views layout is one (1, 1) grid per view. A grid is read as one (rows*h) x (cols*w) map, row
+    by row, with `row_separator` [D] after every row when given. The one layout for the
+    transformers model, the vLLM plugin and the processor's token count (`count_image_tokens`)."""
+    n_views, h, w, dim = maps.shape
+    if sum(r * c for r, c in grids) != n_views:
+        raise ValueError(f"crop grids {grids} hold {sum(r * c for r, c in grids)} crops, but "
+                         f"{n_views} views were encoded")
+    out, start = [], 0
+    for rows, cols in grids:
+        crops = maps[start:start + rows * cols]
+        start += rows * cols
+        grid = crops.reshape(rows, cols, h, w, dim).permute(0, 2, 1, 3, 4).reshape(rows * h, cols * w, dim)
+        if row_separator is not None:
+            sep = row_separator.to(grid.dtype).reshape(1, 1, dim).expand(rows * h, 1, dim)
+            grid = torch.cat([grid, sep], dim=1)
+        out.append(grid.reshape(-1, dim))
+    return out
+
+
+def project_views(config: MagmaConfig, vision_tower: nn.Module, projector: nn.Module,
+                  pixel_values: torch.Tensor) -> torch.Tensor:
+    """[V, 3, S, S] views or crops -> [V, tokens_per_view, hidden]: the feature stage's cells,
+    row-major, through the projector (the transformers model and the vLLM plugin alike)."""
+    stage = config.feature_stage
+    last = len(config.vision_config.hidden_sizes) - 1
+    pixel_values = pixel_values.to(dtype=next(vision_tower.parameters()).dtype)
+    if stage == last:
+        fmap = vision_tower(pixel_values).last_hidden_state
+    else:
+        fmap = vision_tower(pixel_values, output_hidden_states=True).hidden_states[stage + 1]
+    feats = fmap.flatten(2).transpose(1, 2)  # [V, h*w, C], row-major cells
+    return projector(feats)
+
+
+def image_tokens(config: MagmaConfig, projector: nn.Module, feats: torch.Tensor,
+                 grids: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """`project_views` output [V, T, D] -> one [tokens, D] tensor per grid (`place_image_tokens`,
+    with the projector's row separator when the config has one)."""
+    side = config.image_size // config.vision_stride
+    maps = feats.reshape(feats.shape[0], side, side, feats.shape[-1])
+    return place_image_tokens(maps, grids, getattr(projector, "row_separator", None))
+
+
+def grids_of(image_grid: torch.Tensor | None, n_views: int) -> list[tuple[int, int]]:
+    """`image_grid` [N, 2] (rows, cols per image, the grid layout) as a list; the views layout
+    (None) is one 1 x 1 grid per view."""
+    if image_grid is None:
+        return [(1, 1)] * n_views
+    return [(int(r), int(c)) for r, c in torch.as_tensor(image_grid).reshape(-1, 2).tolist()]
 
 
 class MagmaPreTrainedModel(PreTrainedModel):
@@ -64,6 +130,8 @@ class MagmaPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm) and module in self.multi_modal_projector.modules():
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, MagmaProjector) and getattr(module, "row_separator", None) is not None:
+            nn.init.zeros_(module.row_separator)
 
 
 class MagmaForCausalLM(MagmaPreTrainedModel, GenerationMixin):
@@ -93,29 +161,27 @@ class MagmaForCausalLM(MagmaPreTrainedModel, GenerationMixin):
     # -- vision
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[V, 3, S, S] views -> [V, tokens_per_view, hidden] language-model embeddings."""
-        stage = self.config.feature_stage
-        last = len(self.config.vision_config.hidden_sizes) - 1
-        pixel_values = pixel_values.to(dtype=self.vision_tower.dtype)
-        if stage == last:
-            fmap = self.vision_tower(pixel_values).last_hidden_state
-        else:
-            fmap = self.vision_tower(pixel_values, output_hidden_states=True).hidden_states[stage + 1]
-        feats = fmap.flatten(2).transpose(1, 2)  # [V, h*w, C], row-major cells
-        return self.multi_modal_projector(feats)
+        return project_views(self.config, self.vision_tower, self.multi_modal_projector, pixel_values)
+
+    def image_token_features(self, pixel_values: torch.Tensor,
+                             image_grid: torch.Tensor | None = None) -> torch.Tensor:
+        """[V, 3, S, S] views or crops -> [image tokens, hidden], laid out by `place_image_tokens`."""
+        feats = self.get_image_features(pixel_values)
+        placed = image_tokens(self.config, self.multi_modal_projector, feats, grids_of(image_grid, feats.shape[0]))
+        return torch.cat(placed) if placed else feats.reshape(0, feats.shape[-1])
 
     def _merge_image_features(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor,
-                              pixel_values: torch.Tensor) -> torch.Tensor:
+                              pixel_values: torch.Tensor,
+                              image_grid: torch.Tensor | None = None) -> torch.Tensor:
         image_mask = input_ids == self.config.image_token_id
         n_slots = int(image_mask.sum())
-        feats = self.get_image_features(pixel_values)
-        n_feats = feats.shape[0] * feats.shape[1]
-        if n_slots != n_feats:
+        feats = self.image_token_features(pixel_values, image_grid)
+        if n_slots != feats.shape[0]:
             raise ValueError(
-                f"{n_slots} <image> tokens in input_ids but {feats.shape[0]} views x "
-                f"{feats.shape[1]} tokens = {n_feats} image features; build inputs with "
-                "MagmaProcessor so each placeholder expands to the right number of tokens")
-        feats = feats.reshape(-1, feats.shape[-1]).to(inputs_embeds.dtype)
-        return inputs_embeds.masked_scatter(image_mask.unsqueeze(-1), feats)
+                f"{n_slots} <image> tokens in input_ids but {pixel_values.shape[0]} views give "
+                f"{feats.shape[0]} image features; build inputs with MagmaProcessor so each "
+                "placeholder expands to the right number of tokens")
+        return inputs_embeds.masked_scatter(image_mask.unsqueeze(-1), feats.to(inputs_embeds.dtype))
 
     def forward(
         self,
@@ -128,8 +194,11 @@ class MagmaForCausalLM(MagmaPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        image_grid: torch.LongTensor | None = None,
         **kwargs,
     ) -> MagmaCausalLMOutput:
+        """`image_grid` [images, 2]: (rows, cols) of crops per image in the release's grid layout
+        (the processor gives it); None for the views layout."""
         kwargs.pop("image_num_views", None)  # processor bookkeeping, not a model input
         if inputs_embeds is None:
             ids = input_ids.clone()
@@ -137,7 +206,7 @@ class MagmaForCausalLM(MagmaPreTrainedModel, GenerationMixin):
             ids[image_mask] = 0  # placeholder rows are overwritten by image features below
             inputs_embeds = self.get_input_embeddings()(ids)
             if pixel_values is not None:
-                inputs_embeds = self._merge_image_features(input_ids, inputs_embeds, pixel_values)
+                inputs_embeds = self._merge_image_features(input_ids, inputs_embeds, pixel_values, image_grid)
             elif bool(image_mask.any()):
                 raise ValueError("input_ids contain <image> tokens but no pixel_values were given")
         out = self.language_model(

@@ -2,8 +2,10 @@
 modules), the language model through vLLM's Llama (or any registered causal LM).
 
 Prompts carry one `<image>` per image; vLLM's renderer tokenises them and the processor below
-expands each placeholder into `views x tokens_per_view` image tokens, exactly as
-`MagmaProcessor` does for transformers, so positions and greedy tokens match.
+expands each placeholder into the image tokens `MagmaProcessor` counts (views x tokens_per_view,
+or the release's crop grid with its row separators), and the features are laid out by the
+transformers model's own functions (`project_views`, `image_tokens`), so positions and greedy
+tokens match.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from transformers import BatchFeature
 
 from magma.configuration_magma import MagmaConfig
 from magma.convnext_keys import build_vision_tower
-from magma.modeling_magma import MagmaProjector
+from magma.modeling_magma import MagmaProjector, grids_of, image_tokens, project_views
 from magma.processing_magma import MagmaProcessor
 from vllm.config import VllmConfig
 from vllm.config.multimodal import MultiModalDummyOptions
@@ -41,14 +43,15 @@ class MagmaProcessingInfo(BaseProcessingInfo):
         return {"image": None}
 
     def get_num_image_tokens(self, *, image_width: int, image_height: int) -> int:
-        processor = self.get_hf_processor()
-        return processor.image_processor.num_views(image_width, image_height) * processor.tokens_per_view
+        return self.get_hf_processor().num_image_tokens(image_width, image_height)
 
     def get_image_size_with_most_features(self) -> ImageSize:
-        # A 1 x max_crops strip gets the most crops (crop_grid matches the aspect ratio exactly).
+        # A 1 x max_crops strip gets the most crops (both crop grids follow the aspect ratio);
+        # with row separators a tall strip (more feature rows) gives more tokens than a wide one.
         config = self.get_hf_config()
-        cols = max(1, config.max_crops)
-        return ImageSize(width=config.image_size * cols, height=config.image_size)
+        n, s = max(1, config.max_crops), config.image_size
+        return max((ImageSize(width=s * n, height=s), ImageSize(width=s, height=s * n)),
+                   key=lambda size: self.get_num_image_tokens(image_width=size.width, image_height=size.height))
 
 
 class MagmaDummyInputsBuilder(BaseDummyInputsBuilder[MagmaProcessingInfo]):
@@ -68,23 +71,32 @@ class MagmaMultiModalProcessor(BaseMultiModalProcessor[MagmaProcessingInfo]):
         # vLLM tokenises the prompt itself; only the images go through Magma's image processor.
         images = hf_data.get("images") or []
         feats = self.info.get_hf_processor().image_processor(list(images))
-        return BatchFeature({"pixel_values": torch.as_tensor(feats["pixel_values"]),
-                             "image_num_views": torch.as_tensor(feats["image_num_views"])})
+        out = {"pixel_values": torch.as_tensor(feats["pixel_values"]),
+               "image_num_views": torch.as_tensor(feats["image_num_views"])}
+        if "image_grid" in feats:  # the release's crop grid (rows, cols) per image
+            out["image_grid"] = torch.as_tensor(feats["image_grid"])
+        return BatchFeature(out)
 
     def _get_mm_fields_config(self, hf_inputs: BatchFeature,
                               hf_processor_mm_kwargs: Mapping[str, object]) -> Mapping[str, MultiModalFieldConfig]:
         views = hf_inputs.get("image_num_views", torch.empty(0, dtype=torch.long))
-        return {"pixel_values": MultiModalFieldConfig.flat_from_sizes("image", views),
-                "image_num_views": MultiModalFieldConfig.batched("image")}
+        fields = {"pixel_values": MultiModalFieldConfig.flat_from_sizes("image", views),
+                  "image_num_views": MultiModalFieldConfig.batched("image")}
+        if "image_grid" in hf_inputs:
+            fields["image_grid"] = MultiModalFieldConfig.batched("image")
+        return fields
 
     def _get_prompt_updates(self, mm_items: MultiModalDataItems, hf_processor_mm_kwargs: Mapping[str, object],
                             out_mm_kwargs: MultiModalKwargsItems) -> Sequence[PromptUpdate]:
         image_token_id = self.info.get_hf_config().image_token_id
-        tokens_per_view = self.info.get_hf_processor().tokens_per_view
+        processor = self.info.get_hf_processor()
 
         def replacement(item_idx: int) -> list[int]:
-            views = int(out_mm_kwargs["image"][item_idx]["image_num_views"].data)
-            return [image_token_id] * (views * tokens_per_view)
+            item = out_mm_kwargs["image"][item_idx]
+            inputs = {"image_num_views": [int(item["image_num_views"].data)]}
+            if "image_grid" in item:
+                inputs["image_grid"] = item["image_grid"].data.reshape(1, 2)
+            return [image_token_id] * processor.image_token_counts(inputs)[0]
 
         return [PromptReplacement(modality="image", target=[image_token_id], replacement=replacement)]
 
@@ -114,27 +126,28 @@ class MagmaForVLLM(nn.Module, SupportsMultiModal):
                 vllm_config=vllm_config, hf_config=text_config, prefix=maybe_prefix(prefix, "language_model"))
         self.make_empty_intermediate_tensors = self.language_model.make_empty_intermediate_tensors
 
-    def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Same computation as MagmaForCausalLM.get_image_features: [V, tokens_per_view, hidden]."""
-        stage, last = self.config.feature_stage, len(self.config.vision_config.hidden_sizes) - 1
-        pixel_values = pixel_values.to(next(self.vision_tower.parameters()).dtype)
-        if stage == last:
-            fmap = self.vision_tower(pixel_values).last_hidden_state
-        else:
-            fmap = self.vision_tower(pixel_values, output_hidden_states=True).hidden_states[stage + 1]
-        return self.multi_modal_projector(fmap.flatten(2).transpose(1, 2))
-
     def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:
+        """One [tokens, hidden] tensor per image, computed and laid out by the transformers
+        model's own functions (project_views, image_tokens)."""
         pixel_values = kwargs.get("pixel_values")
         views = kwargs.get("image_num_views")
+        grid = kwargs.get("image_grid")
         if pixel_values is None:
             return []
         if isinstance(pixel_values, (list, tuple)):
             pixel_values = torch.cat([p.reshape(-1, *p.shape[-3:]) for p in pixel_values])
         views = [int(v) for v in torch.as_tensor(views).flatten()] if views is not None else [1] * len(pixel_values)
-        feats = self._image_features(pixel_values)
-        per_image = torch.split(feats, views)
-        return tuple(f.reshape(-1, f.shape[-1]) for f in per_image)
+        feats = project_views(self.config, self.vision_tower, self.multi_modal_projector, pixel_values)
+        if grid is not None:  # the release layout: one crop grid per image
+            grid = torch.cat([torch.as_tensor(g).reshape(-1, 2) for g in grid]) if isinstance(grid, (list, tuple)) \
+                else torch.as_tensor(grid).reshape(-1, 2)
+            return tuple(image_tokens(self.config, self.multi_modal_projector, feats, grids_of(grid, len(views))))
+        per_view = image_tokens(self.config, self.multi_modal_projector, feats, grids_of(None, len(feats)))
+        out, start = [], 0
+        for v in views:  # our views layout: an image's views one after the other
+            out.append(torch.cat(per_view[start:start + v]))
+            start += v
+        return tuple(out)
 
     def forward(self, input_ids: torch.Tensor | None, positions: torch.Tensor,
                 intermediate_tensors: IntermediateTensors | None = None,
