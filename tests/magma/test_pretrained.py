@@ -95,6 +95,17 @@ def test_source_token_ids_are_unchanged_and_the_tokenizer_is_the_lms(initialised
     assert tok.convert_tokens_to_ids("<image>") >= len(src_tok)
 
 
+def test_end_of_turn_and_pad_are_resolved_from_the_tokenizer(initialised):
+    case, model, processor, lm_dir, _ = initialised
+    _, src_tok = _source_lm_and_tokenizer(lm_dir)
+    tok, gen = processor.tokenizer, model.generation_config
+    eot, pad = ("<|eot_id|>", "<pad>") if case.startswith("llama") else ("<|im_end|>", "<|endoftext|>")
+    assert gen.eos_token_id == tok.convert_tokens_to_ids(eot) == processor.eot_token_id
+    assert tok.pad_token == pad and gen.pad_token_id == tok.pad_token_id
+    # Llama-3 has no pad token (one is added after the source ids); Qwen2's is its own.
+    assert (tok.pad_token_id >= len(src_tok)) == case.startswith("llama")
+
+
 def test_vision_features_are_the_source_towers(initialised):
     _, model, _, _, tower = initialised
     pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
