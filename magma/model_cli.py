@@ -28,13 +28,22 @@ def count_parameters_on_meta(config_path: str | Path) -> dict[str, int]:
 
 
 def run_init(args: argparse.Namespace) -> int:
+    """A checkpoint from a model spec: random backbones from sizes, or the `text.pretrained` /
+    `vision.pretrained` sources' weights (local only; the projector is new either way)."""
+    import torch
+
     from magma.build import build_model
     from magma.checkpoint import save_checkpoint
+    from magma.model_config import load_model_spec
 
-    model, processor = build_model(args.config, seed=args.seed)
+    spec = load_model_spec(args.config)
+    model, processor = build_model(spec, seed=args.seed, dtype=getattr(torch, args.dtype))
     save_checkpoint(model, processor, args.out)
     n = sum(p.numel() for p in model.parameters())
-    print(f"wrote {args.out} ({n / 1e6:.2f}M parameters, vocab {len(processor.tokenizer)})")
+    sources = [f"{k} from {v}" for k, v in (("LM", spec.text.pretrained), ("vision tower", spec.vision.pretrained))
+               if v]
+    print(f"wrote {args.out} ({n / 1e6:.2f}M parameters, vocab {len(processor.tokenizer)}"
+          + (f"; {', '.join(sources)}, new projector" if sources else ", random weights") + ")")
     return 0
 
 
@@ -67,10 +76,13 @@ def run_convert(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magma model", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    init = subcommand(sub, "init", run_init, "write a randomly initialised checkpoint folder")
+    init = subcommand(sub, "init", run_init, "write a checkpoint folder from a model spec "
+                      "(random weights, or text.pretrained / vision.pretrained backbones)")
     init.add_argument("--config", required=True, help="configs/model/<size>.yaml")
     init.add_argument("--out", required=True, help="output checkpoint folder")
     init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                      help="weights dtype of the written checkpoint (bfloat16 halves an 8B one)")
     size = subcommand(sub, "size", run_size,
                       "parameter counts of a size config (meta device, no memory)")
     size.add_argument("--config", required=True)
