@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from magma.action_tokenizer import ActionStats, ActionTokenizer
+from magma.action_tokenizer import ActionStats, ActionTokenizer, ActionVocab
 from magma.inference_settings import InferenceMismatch, InferenceSettings, check_chunk_override, resolve_robot_request
 from magma.prompts import robot_action_prompt
 from serve.api import ActRequest, ErrorInfo, RobotActResponse
@@ -27,12 +27,14 @@ class RobotContext:
 
 
 class RobotAdapter:
-    def __init__(self, stats: dict[str, ActionStats], action_vocab_end: int, default_chunk: int | None = None,
-                 settings: InferenceSettings | None = None, checkpoint: str = "the checkpoint"):
-        """action_vocab_end: one past the id of <act_255> (the action ids are the 256 before it).
+    def __init__(self, stats: dict[str, ActionStats], action_vocab: ActionVocab | int,
+                 default_chunk: int | None = None, settings: InferenceSettings | None = None,
+                 checkpoint: str = "the checkpoint"):
+        """action_vocab: the checkpoint's action ids (`processor.action_vocab`, either scheme), or
+        an int: one past the id of <act_255> in the append layout (the 256 ids before it).
         default_chunk: a server-wide chunk for requests without one (None: each dataset's trained
         chunk, 1 without settings); raises InferenceMismatch if a dataset was trained with another."""
-        self.tokenizers = {name: ActionTokenizer(action_vocab_end, s) for name, s in stats.items()}
+        self.tokenizers = {name: ActionTokenizer(action_vocab, s) for name, s in stats.items()}
         self.settings = settings or InferenceSettings()
         self.checkpoint = checkpoint
         check_chunk_override(self.settings, default_chunk, checkpoint, flag="default chunk")

