@@ -28,7 +28,7 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # the release's preprocessor_co
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 TRUNK = "vision_tower.clip_vision_model.trunk."
 DEPTHS, DIMS = [1, 1, 2, 1], [8, 16, 24, 32]
-HIDDEN = 64
+HIDDEN = 128  # 2 heads of 64 (vLLM's CPU attention), 1 key-value head (grouped queries as in Llama-3)
 BASE = 64  # base_img_size: a crop gives 2 x 2 feature cells (stride 32)
 CROPS = 4
 TIMM_XXLARGE_EPS = 1e-5  # timm convnext_xxlarge norm_eps (the release's vision_backbone)
@@ -49,9 +49,9 @@ def _text_config(vocab: int, tok) -> dict:
     return {"_name_or_path": "meta-llama/Meta-Llama-3-8B-Instruct", "architectures": ["LlamaForCausalLM"],
             "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": tok.bos_token_id,
             "eos_token_id": tok.eos_token_id, "hidden_act": "silu", "hidden_size": HIDDEN,
-            "initializer_range": 0.02, "intermediate_size": 128, "max_position_embeddings": 8192,
-            "mlp_bias": False, "model_type": "llama", "num_attention_heads": 4, "num_hidden_layers": 2,
-            "num_key_value_heads": 2, "pad_token_id": tok.pad_token_id, "pretraining_tp": 1,
+            "initializer_range": 0.02, "intermediate_size": 256, "max_position_embeddings": 8192,
+            "mlp_bias": False, "model_type": "llama", "num_attention_heads": 2, "num_hidden_layers": 2,
+            "num_key_value_heads": 1, "pad_token_id": tok.pad_token_id, "pretraining_tp": 1,
             "rms_norm_eps": 1e-05, "rope_scaling": None, "rope_theta": 500000.0,
             "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.44.2",
             "use_cache": True, "vocab_size": vocab}

