@@ -68,7 +68,7 @@ def run_info(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     from magma.magma_release import convert_magma_release
 
-    out = convert_magma_release(args.src, args.config, args.out, tokenizer_dir=args.tokenizer)
+    out = convert_magma_release(args.src, args.out, config_path=args.config, tokenizer_dir=args.tokenizer)
     print(f"wrote {out}")
     return 0
 
@@ -89,11 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = subcommand(sub, "info", run_info, "describe a checkpoint folder")
     info.add_argument("checkpoint")
     conv = subcommand(sub, "convert-magma", run_convert,
-                      "convert a folder in the public Magma-8B layout")
-    conv.add_argument("src")
-    conv.add_argument("--config", required=True, help="size config matching the source shapes")
+                      "convert a local folder in the public Magma-8B release layout (sizes, tokenizer, "
+                      "image preprocessing and prompt format come from the folder)")
+    conv.add_argument("src", help="the release folder (config.json, model*.safetensors, tokenizer files)")
+    conv.add_argument("--config", help="optional size config to cross-check: its stated shapes must "
+                      "agree with the release's")
     conv.add_argument("--tokenizer", help="local tokenizer folder (default: src)")
-    conv.add_argument("--out", required=True)
+    conv.add_argument("--out", required=True, help="output checkpoint folder")
     return p
 
 
