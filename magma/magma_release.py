@@ -136,8 +136,11 @@ def read_release_folder(src: str | Path) -> ReleaseFolder:
                               "--local-dir DIR`) and pass DIR; nothing is downloaded here")
     config = _read_json(src / "config.json", "the release's model config")
     text = config.get("text_config")
-    if not isinstance(text, dict):
-        raise ConfigError("no text_config object", file=src / "config.json",
+    if text is None:
+        text = _top_level_text_config(config)
+    if not isinstance(text, dict) or "hidden_size" not in text:
+        raise ConfigError("no text_config object (nor the language model's fields at the top level)",
+                          file=src / "config.json",
                           fix="a Magma release config.json carries its language model's config under text_config")
     vision = config.get("vision_config")
     if not isinstance(vision, dict):
@@ -148,6 +151,16 @@ def read_release_folder(src: str | Path) -> ReleaseFolder:
     files = _weight_files(src)
     return ReleaseFolder(path=src, config=config, text_config=dict(text), vision=dict(vision),
                          preprocessor=preprocessor, shapes=_weight_shapes(files), files=files)
+
+
+def _top_level_text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The release's MagmaConfig copies its text config's fields to the top level: read them
+    there when `text_config` is absent (a Llama config's keys only)."""
+    from transformers import CONFIG_MAPPING
+
+    model_type = "llama"
+    known = set(CONFIG_MAPPING[model_type]().to_dict()) | {"rope_theta", "rope_scaling"}
+    return {"model_type": model_type, **{k: v for k, v in config.items() if k in known and k != "model_type"}}
 
 
 def _meta(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
@@ -198,9 +211,11 @@ def release_magma_config(rel: ReleaseFolder):
     ours, _ = map_release_state_dict(_meta(shapes))
     layout = convnext_config_from_state({k[len("vision_tower."):]: v for k, v in ours.items()
                                          if k.startswith("vision_tower.")})
-    strategy = pre.get("anyres_strategy", vision.get("img_anyres_strategy", "crop"))
-    _check(strategy == "crop", f"image strategy {strategy!r} is not supported", rel,
-           "the Magma-8B release uses 'crop' (a crop grid read as one feature map)")
+    # The model's strategy decides (the release's image processor always cuts crops): 'crop'
+    # encodes each crop; 'global' would stitch them back and encode the whole canvas.
+    strategy = vision.get("img_anyres_strategy", "crop")
+    _check(strategy == "crop", f"vision_config.img_anyres_strategy {strategy!r} is not supported", rel,
+           "the Magma-8B release uses 'crop' (crops encoded one by one, read as one feature map)")
     layer = vision.get("vision_feature_layer", "clip_vis_dense")
     _check(layer == "clip_vis_dense", f"vision_feature_layer {layer!r} is not supported", rel,
            "the release takes the trunk's last stage ('clip_vis_dense')")

@@ -167,9 +167,22 @@ def test_bad_release_folders_fail_with_the_file_named(release, tmp_path):
     cfg["image_token_index"] = 857
     cfg["vision_config"]["img_anyres_strategy"] = "global"
     (bad / "config.json").write_text(json.dumps(cfg))
-    (bad / "preprocessor_config.json").unlink()
     with pytest.raises(ConfigError, match="config.json.*'global' is not supported"):
         convert_magma_release(bad, tmp_path / "x")
+
+
+def test_text_config_may_come_from_the_top_level(release, tmp_path):
+    """The release's MagmaConfig copies the LM's fields to the top level of config.json."""
+    from magma.magma_release import read_release_folder, release_magma_config
+
+    rel = _copy(release, tmp_path)
+    cfg = json.loads((rel / "config.json").read_text())
+    del cfg["text_config"]
+    (rel / "config.json").write_text(json.dumps(cfg))
+    text = release_magma_config(read_release_folder(rel)).get_text_config()
+    ref = release["model"].config.get_text_config()
+    for key in ("hidden_size", "num_hidden_layers", "num_key_value_heads", "vocab_size", "rope_parameters"):
+        assert getattr(text, key) == getattr(ref, key)
 
 
 def test_unknown_weights_are_refused(release, tmp_path):
