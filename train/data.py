@@ -219,6 +219,9 @@ def pack_encoded(examples: list[dict[str, Any]], pack_length: int) -> tuple[list
         pv = [np.asarray(e["pixel_values"]) for e in group if len(e["pixel_values"])]
         merged.append({k: sum((e[k] for e in group), []) for k in ("input_ids", "labels", "target_kind")}
                       | {"pixel_values": np.concatenate(pv) if pv else []})
+        grids = [np.asarray(e["image_grid"]).reshape(-1, 2) for e in group if "image_grid" in e]
+        if grids:  # the release's crop grids, in the row's image order
+            merged[-1]["image_grid"] = np.concatenate(grids)
         positions.append(sum((list(range(len(e["input_ids"]))) for e in group), []))
     return merged, positions
 

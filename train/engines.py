@@ -15,7 +15,8 @@ from train.distributed import DistInfo
 from train.model_setup import module_of_parameters
 from train.schedule import lr_lambda
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "position_ids")
+# image_grid: (rows, cols) of crops per image, the Magma-8B release layout (converted checkpoints)
+MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid", "position_ids")
 
 
 def param_groups(cfg: TrainConfig, model: torch.nn.Module) -> list[dict[str, Any]]:

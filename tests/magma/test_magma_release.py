@@ -232,3 +232,31 @@ def test_vllm_plugin_places_release_image_features_like_hf(release, tmp_path):
     assert result["n"] == 12 and result["hf"] == result["vllm"]
     ids = release["processor"].action_vocab.ids
     assert all(len(t) == 8 and all(i in ids for i in t) for t in result["vllm"][1::2])
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_a_converted_release_fine_tunes(release, packing):
+    """Training batches carry the crop grids (packed or not): the loss back-propagates into the
+    row separator, the projector and the tower."""
+    from magma.schema import Sample, Turn
+    from train.data import collate
+    from train.engines import MODEL_INPUTS
+
+    proc, model = release["processor"], release["model"]
+    samples = [Sample(id=f"s{i}", images=[np.asarray(_image(60 + 50 * i, 150 - 40 * i, seed=i))],
+                      source="robot/libero", conversation=[
+                          Turn("user", "<image>\nWhat action should the robot take to open the drawer?"),
+                          Turn("assistant", "<act_3><act_200><act_17>", kind="action")]) for i in range(2)]
+    batch = collate([proc.encode_sample(s) for s in samples], proc.tokenizer.pad_token_id,
+                    packing=packing, pack_length=4096)
+    assert batch["image_grid"].shape == (2, 2)
+    model.train()
+    try:
+        out = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}, labels=batch["labels"])
+        out.loss.backward()
+    finally:
+        model.eval()
+    assert torch.isfinite(out.loss)
+    grads = [model.multi_modal_projector.row_separator.grad, model.vision_tower.embeddings.patch_embeddings.weight.grad]
+    assert all(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    model.zero_grad(set_to_none=True)
