@@ -156,6 +156,32 @@ def test_agreeing_shape_keys_are_accepted_and_a_random_tower_beside_a_pretrained
     assert processor.image_processor.image_mean == pytest.approx([0.1, 0.2, 0.3])
 
 
+def test_bare_timm_file_gives_its_features_and_imagenet_statistics(tmp_path):
+    """A timm ConvNeXt saved alone (bare names, classifier head.fc, a training-checkpoint
+    wrapper) beside a random LM; bfloat16 weights when asked."""
+    from fake_backbones import timm_name
+
+    from magma.build import build_model
+    from magma.image_processing_magma import IMAGENET_MEAN
+
+    tower = random_convnext(seed=5, layer_scale=False)
+    state = {timm_name(k): v for k, v in tower.state_dict().items()}
+    state["head.fc.weight"], state["head.fc.bias"] = torch.randn(10, 64), torch.zeros(10)
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}, "epoch": 3}, tmp_path / "timm.bin")
+    spec = write_spec(tmp_path / "s.yaml", {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+                                            "num_attention_heads": 2},
+                      {"pretrained": str(tmp_path / "timm.bin")}, tokenizer={"builtin_bpe_vocab": 300})
+    model, processor = build_model(spec)
+    assert processor.image_processor.image_mean == pytest.approx(IMAGENET_MEAN)
+    assert model.config.vision_config.layer_scale_init_value == 0.0
+    pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.vision_tower(pixels).last_hidden_state,
+                                   tower(pixels).last_hidden_state, atol=1e-5, rtol=0)
+    bf16, _ = build_model(spec, dtype=torch.bfloat16)
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+
+
 def test_layer_norm_eps_of_the_source_is_kept(sources, tmp_path):
     """timm's convnext_xxlarge uses LayerNorm eps 1e-5 (transformers' ConvNeXt: 1e-6): a tower
     with that eps gives the same features through a saved and reloaded checkpoint."""
