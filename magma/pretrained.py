@@ -52,7 +52,7 @@ def local_source(value: str, key: str, spec_file: Path | None) -> Path:
             f"{value!r} is not a local path; it looks like a Hugging Face Hub id, and nothing is "
             "downloaded", file=spec_file, key=key,
             fix=f"download it yourself (e.g. `huggingface-cli download {value} --local-dir DIR`) "
-                "and give the local folder")
+                "and give the local folder (a relative path is read from the current directory)")
     raise ConfigError(f"{value} does not exist", file=spec_file, key=key,
                       fix="give an existing local folder or file; relative paths are from the current directory")
 
