@@ -5,16 +5,23 @@ serving (via `__call__` on a chat-template prompt), so pre-processing cannot dri
 Both take the chat format from the one chat template (`apply_chat_template`): training cuts
 the rendered conversation at the assistant contents, serving renders the prompt up to the
 generation header, so the tokens before an assistant answer are the tokens serving sends.
+
+What `magma.tokenizer_setup` resolved for the tokenizer travels in `processor_config.json`:
+`eot_token` (ends an assistant turn: the last labelled token and the generation stop) and the
+action-token scheme (`action_tokens`, `action_token_start`: see `magma.action_tokenizer`). Text
+goes to ids through `text_to_ids`, which puts action text `<act_b>` on the scheme's ids.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-from magma.image_processing_magma import to_pil_rgb
+from magma.action_tokenizer import ACTION_TEXT, N_ACTION_BINS, ActionVocab, action_token
+from magma.image_processing_magma import count_image_tokens, to_pil_rgb
 from magma.schema import IMAGE_PLACEHOLDER as IMAGE_TOKEN
 from magma.schema import TARGET_KINDS, Sample, Turn
 from magma.tokenizer_build import CHAT_TEMPLATE
@@ -26,15 +33,104 @@ class MagmaProcessor(ProcessorMixin):
     attributes = ["image_processor", "tokenizer"]
 
     def __init__(self, image_processor: Any = None, tokenizer: Any = None,
-                 tokens_per_view: int = 49, chat_template: str | None = None, **kwargs: Any):
+                 tokens_per_view: int = 49, chat_template: str | None = None,
+                 eot_token: str | None = None, action_tokens: str = "append",
+                 action_token_start: int | None = None, row_separator: bool = False,
+                 add_special_tokens: bool = False, **kwargs: Any):
+        """`chat_template`: default the tokenizer's own, else the built-in one. `eot_token`:
+        default the tokenizer's eos (checkpoints from before it was recorded).
+        `action_token_start`: first action id; default `<act_0>`'s id (`append`) or
+        `tokenizer.vocab_size - 256` (`reuse_last`). `row_separator`: the model ends every
+        image-feature row with a learnt vector (the Magma-8B release), one more token per row.
+        `add_special_tokens`: every sequence starts with what the tokenizer itself adds before a
+        text (Llama-3: `<|begin_of_text|>`), as the release's processor and training do, before
+        the chat template's own text (`special_prefix`)."""
         self.tokens_per_view = tokens_per_view
+        self.row_separator = row_separator
+        self.add_special_tokens = add_special_tokens
         self.image_token = IMAGE_TOKEN
-        super().__init__(image_processor, tokenizer,
-                         chat_template=chat_template or CHAT_TEMPLATE, **kwargs)
+        self.eot_token = eot_token
+        self.action_tokens = action_tokens
+        self.action_token_start = action_token_start
+        self._action_vocab: ActionVocab | None = None
+        template = chat_template or getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE
+        super().__init__(image_processor, tokenizer, chat_template=template, **kwargs)
 
     @property
     def image_token_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(self.image_token)
+
+    @property
+    def eot_token_id(self) -> int:
+        """The end-of-turn id: the last labelled token of an answer and the generation stop."""
+        if self.eot_token is None:
+            return self.tokenizer.eos_token_id
+        tid = self.tokenizer.convert_tokens_to_ids(self.eot_token)
+        if not isinstance(tid, int) or self.tokenizer.convert_ids_to_tokens(tid) != self.eot_token:
+            raise ValueError(f"eot_token {self.eot_token!r} (processor_config.json) is not a token of "
+                             "the tokenizer; the tokenizer and processor files come from different folders")
+        return tid
+
+    @property
+    def action_vocab(self) -> ActionVocab:
+        """Where the 256 action bins are in the vocabulary (checked against the tokenizer)."""
+        if self._action_vocab is None:
+            self._action_vocab = self._resolve_action_vocab()
+        return self._action_vocab
+
+    def _resolve_action_vocab(self) -> ActionVocab:
+        tok, start = self.tokenizer, self.action_token_start
+        if self.action_tokens == "append":
+            first = tok.convert_tokens_to_ids(action_token(0))
+            last = tok.convert_tokens_to_ids(action_token(N_ACTION_BINS - 1))
+            if start is None:
+                start = first
+            if first != start or last != start + N_ACTION_BINS - 1:
+                raise ValueError(f"the tokenizer lacks contiguous {action_token(0)}..{action_token(255)} "
+                                 f"tokens from id {start} (action_tokens: append); rebuild the checkpoint "
+                                 "with magma.tokenizer_setup")
+        elif start is None:
+            start = tok.vocab_size - N_ACTION_BINS
+        vocab = ActionVocab(self.action_tokens, int(start))
+        if vocab.end > len(tok):
+            raise ValueError(f"action ids [{vocab.start}, {vocab.end}) exceed the tokenizer ({len(tok)} ids)")
+        return vocab
+
+    def text_to_ids(self, text: str) -> list[int]:
+        """Token ids of `text` (no special tokens added: the chat template places them). Under
+        `reuse_last`, action text `<act_b>` is not a token: it becomes the scheme's ids here."""
+        if self.action_tokens == "append" or "<act_" not in text:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        vocab, ids, pos = self.action_vocab, [], 0
+        for m in ACTION_TEXT.finditer(text):
+            if m.start() > pos:
+                ids += self.tokenizer(text[pos:m.start()], add_special_tokens=False)["input_ids"]
+            ids += vocab.text_to_ids(m.group(0))
+            pos = m.end()
+        if pos < len(text):
+            ids += self.tokenizer(text[pos:], add_special_tokens=False)["input_ids"]
+        return ids
+
+    def special_prefix(self) -> list[int]:
+        """The ids every sequence starts with: none, or with `add_special_tokens` those the
+        tokenizer puts before a text (only a prefix is supported: a suffix would split turns)."""
+        if not self.add_special_tokens:
+            return []
+        bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("a")["input_ids"]
+        if full[len(full) - len(bare):] != bare:
+            raise ValueError("add_special_tokens: the tokenizer adds special tokens after a text; "
+                             "only a prefix (a bos) can start every sequence")
+        return full[:len(full) - len(bare)]
+
+    def prompt_to_ids(self, prompt: str) -> list[int]:
+        """A rendered prompt's ids as the model sees them: `special_prefix` + `text_to_ids`
+        (`<image>` not yet expanded; every engine sends these)."""
+        return self.special_prefix() + self.text_to_ids(prompt)
+
+    def decode_actions(self, ids: Sequence[int]) -> str:
+        """Action ids (constrained decoding) -> their text `<act_b>...` under either scheme."""
+        return self.action_vocab.ids_to_text(ids)
 
     # ------------------------------------------------------------------ prompts
     def render_prompt(self, user_text: str, n_images: int | None = None,
@@ -49,21 +145,47 @@ class MagmaProcessor(ProcessorMixin):
         content = IMAGE_TOKEN * n_images + user_text
         messages = ([{"role": "system", "content": system}] if system else []) + \
             [{"role": "user", "content": content}]
-        return self.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        try:
+            return self.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # jinja's TemplateError from raise_exception (e.g. no system role)
+            if not system:
+                raise
+            raise ValueError(f"this checkpoint's chat template takes no system turn ({exc}); "
+                             "send the prompt without one") from None
 
     # ------------------------------------------------------------------ inference inputs
+    def image_token_counts(self, image_inputs: Any) -> list[int]:
+        """Image tokens per image of an image-processor output: its views (or, in the release's
+        grid layout, its `image_grid`) times the feature cells, plus the row separators."""
+        side = math.isqrt(self.tokens_per_view)
+        views = [int(v) for v in image_inputs["image_num_views"]]
+        grid = image_inputs.get("image_grid")
+        grids = ([[(int(r), int(c))] for r, c in np.asarray(grid).reshape(-1, 2)] if grid is not None
+                 else [[(1, 1)] * v for v in views])
+        return [count_image_tokens(g, side, self.row_separator) for g in grids]
+
+    def num_image_tokens(self, width: int, height: int) -> int:
+        """Image tokens a width x height image expands to (what `__call__` inserts)."""
+        grids = self.image_processor.token_grids(width, height)
+        return count_image_tokens(grids, math.isqrt(self.tokens_per_view), self.row_separator)
+
     def _expand_images(self, ids: list[int], views: Sequence[int]) -> list[int]:
+        """Each placeholder -> views x tokens_per_view image tokens (the views layout)."""
+        return self._expand_image_tokens(ids, [v * self.tokens_per_view for v in views])
+
+    def _expand_image_tokens(self, ids: list[int], counts: Sequence[int]) -> list[int]:
+        """Each placeholder -> its image's token count (`image_token_counts`)."""
         img_id, out, k = self.image_token_id, [], 0
         for t in ids:
             if t == img_id:
-                if k >= len(views):
-                    raise ValueError(f"text has more {IMAGE_TOKEN} placeholders than images ({len(views)})")
-                out.extend([img_id] * (views[k] * self.tokens_per_view))
+                if k >= len(counts):
+                    raise ValueError(f"text has more {IMAGE_TOKEN} placeholders than images ({len(counts)})")
+                out.extend([img_id] * counts[k])
                 k += 1
             else:
                 out.append(t)
-        if k != len(views):
-            raise ValueError(f"{len(views)} images but {k} {IMAGE_TOKEN} placeholders in the text")
+        if k != len(counts):
+            raise ValueError(f"{len(counts)} images but {k} {IMAGE_TOKEN} placeholders in the text")
         return out
 
     def __call__(self, images: Any = None, text: str | list[str] | None = None,
@@ -78,19 +200,21 @@ class MagmaProcessor(ProcessorMixin):
         texts = [text] if isinstance(text, str) else list(text)
         imgs = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
         img_feats = self.image_processor(imgs)
-        views = [int(v) for v in img_feats["image_num_views"]]
+        counts = self.image_token_counts(img_feats)
         rows, v0 = [], 0
         for t in texts:
-            ids = self.tokenizer(t, add_special_tokens=False)["input_ids"]
+            ids = self.prompt_to_ids(t)
             n = ids.count(self.image_token_id)
-            rows.append(self._expand_images(ids, views[v0:v0 + n]))
+            rows.append(self._expand_image_tokens(ids, counts[v0:v0 + n]))
             v0 += n
-        if v0 != len(views):
-            raise ValueError(f"{len(views)} images but {v0} {IMAGE_TOKEN} placeholders in the text")
+        if v0 != len(counts):
+            raise ValueError(f"{len(counts)} images but {v0} {IMAGE_TOKEN} placeholders in the text")
         input_ids, attention_mask = pad_rows(rows, self.tokenizer.pad_token_id, padding_side)
         data = {"input_ids": input_ids, "attention_mask": attention_mask}
         if imgs:
             data["pixel_values"] = img_feats["pixel_values"]
+            if "image_grid" in img_feats:
+                data["image_grid"] = img_feats["image_grid"]
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     # ------------------------------------------------------------------ training inputs
@@ -137,9 +261,9 @@ class MagmaProcessor(ProcessorMixin):
 
     def _end_of_turn_length(self, tail: list[int]) -> int:
         """How many tokens after an assistant content are its end of turn (labelled): through
-        the tokenizer's eos token (the generation stop); the whole tail if it holds none."""
-        eos = self.tokenizer.eos_token_id
-        return tail.index(eos) + 1 if eos in tail else len(tail)
+        the end-of-turn token (the generation stop); the whole tail if it holds none."""
+        eot = self.eot_token_id
+        return tail.index(eot) + 1 if eot in tail else len(tail)
 
     def encode_sample(self, sample: Sample, max_length: int | None = None) -> dict[str, Any]:
         """Sample -> input_ids, labels (assistant content + end of turn only), per-token target
@@ -148,6 +272,7 @@ class MagmaProcessor(ProcessorMixin):
         sample.validate()
         img = self.image_processor([to_pil_rgb(i) for i in sample.images])
         views = [int(v) for v in img["image_num_views"]]
+        counts = self.image_token_counts(img)
         ids: list[int] = []
         labels: list[int] = []
         kinds: list[int] = []
@@ -155,9 +280,9 @@ class MagmaProcessor(ProcessorMixin):
 
         def tokens(text: str) -> list[int]:
             nonlocal k
-            out = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            out = self.text_to_ids(text)
             n_img = out.count(self.image_token_id)
-            out = self._expand_images(out, views[k:k + n_img])
+            out = self._expand_image_tokens(out, counts[k:k + n_img])
             k += n_img
             return out
 
@@ -165,6 +290,9 @@ class MagmaProcessor(ProcessorMixin):
             spans = self.chat_spans(sample.conversation)
         except ValueError as exc:
             raise ValueError(f"sample {sample.id!r}: {exc}") from None
+        ids += self.special_prefix()
+        labels += [IGNORE_INDEX] * len(ids)
+        kinds += [-1] * len(ids)
         for text, turn in spans:
             if turn is None:
                 seg = tokens(text)
@@ -181,8 +309,11 @@ class MagmaProcessor(ProcessorMixin):
             kinds += [kind] * (len(body) + n_end) + [-1] * (len(tail) - n_end)
         if max_length is not None and len(ids) > max_length:
             raise ValueError(f"sample {sample.id!r}: {len(ids)} tokens exceed max_length {max_length}")
-        return {"input_ids": ids, "labels": labels, "target_kind": kinds,
-                "pixel_values": img["pixel_values"], "image_num_views": views}
+        out = {"input_ids": ids, "labels": labels, "target_kind": kinds,
+               "pixel_values": img["pixel_values"], "image_num_views": views}
+        if "image_grid" in img:
+            out["image_grid"] = img["image_grid"]
+        return out
 
 
 def _after(prefix: str, text: str, where: str) -> str:
@@ -218,4 +349,7 @@ def collate_encoded(examples: list[dict[str, Any]], pad_id: int) -> dict[str, to
     pv = [np.asarray(e["pixel_values"]) for e in examples if len(e["pixel_values"])]
     if pv:
         batch["pixel_values"] = torch.from_numpy(np.concatenate(pv)).float()
+    grids = [np.asarray(e["image_grid"]).reshape(-1, 2) for e in examples if "image_grid" in e]
+    if grids:  # the release's grid layout: (rows, cols) of crops per image, in image order
+        batch["image_grid"] = torch.from_numpy(np.concatenate(grids)).long()
     return batch

@@ -25,7 +25,6 @@ from serve.adapters.robot import RobotAdapter
 from serve.adapters.ui import prepare_ui, ui_response
 from serve.api import ActRequest, ChatRequest, ChatResponse, ErrorInfo
 from serve.engines.base import Engine, GenerationOutput, GenerationRequest
-from serve.engines.hf import action_id_range
 from serve.errors import ServeError
 from serve.images import ImageLimits, decode_image
 
@@ -88,7 +87,7 @@ class Policy:
         self.image_limits = image_limits
         self.config = config
         self.inference = inference or InferenceSettings()
-        self.robot = RobotAdapter(action_stats, action_id_range(processor.tokenizer).stop, default_chunk,
+        self.robot = RobotAdapter(action_stats, processor.action_vocab, default_chunk,
                                   self.inference, source or model_name)
 
     @classmethod
@@ -141,10 +140,8 @@ class Policy:
                              f"for {len(gen.images)} images")
         limit = self.max_positions
         if limit:
-            ip = self.processor.image_processor
-            n_text = len(self.processor.tokenizer(gen.prompt, add_special_tokens=False)["input_ids"])
-            n_image = sum(ip.num_views(im.width, im.height) * self.processor.tokens_per_view - 1
-                          for im in gen.images)
+            n_text = len(self.processor.prompt_to_ids(gen.prompt))
+            n_image = sum(self.processor.num_image_tokens(im.width, im.height) - 1 for im in gen.images)
             total = n_text + n_image + gen.max_new_tokens
             if total > limit:
                 raise ServeError(400, "prompt_too_long",

@@ -1,8 +1,10 @@
 """Transformers engine: batched greedy decoding with a KV cache and constrained action decoding.
 
 Concurrent requests are left-padded into one batch (prefill once, then one token per step for
-every row); rows that asked for actions have their logits restricted to the 256 action ids
-and stop after exactly `max_new_tokens` tokens, free-text rows stop at `<|end|>`.
+every row); rows that asked for actions have their logits restricted to the 256 action ids of
+the checkpoint's action-token scheme (`processor.action_vocab`) and stop after exactly
+`max_new_tokens` tokens, free-text rows stop at the recorded end-of-turn token
+(`processor.eot_token_id`).
 
 A cached prefix for a fixed system prompt is not used: every Magma prompt starts with the
 user turn's image tokens (`<|user|><image>...`), so requests share only one token of prefix.
@@ -15,9 +17,8 @@ from typing import Sequence
 import torch
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
-from magma.action_tokenizer import N_ACTION_BINS, action_token
 from magma.checkpoint import load_checkpoint
-from serve.engines.base import BatchedEngine, GenerationOutput, GenerationRequest, ThreadBatcher
+from serve.engines.base import BatchedEngine, GenerationOutput, GenerationRequest, ThreadBatcher, output_text
 
 
 class ActionLogitsProcessor(LogitsProcessor):
@@ -39,13 +40,10 @@ class ActionLogitsProcessor(LogitsProcessor):
         return scores.masked_fill(mask, float("-inf"))
 
 
-def action_id_range(tokenizer) -> range:
-    """Vocabulary ids of <act_0>..<act_255> (contiguous, checked)."""
-    first = tokenizer.convert_tokens_to_ids(action_token(0))
-    last = tokenizer.convert_tokens_to_ids(action_token(N_ACTION_BINS - 1))
-    if not isinstance(first, int) or last - first != N_ACTION_BINS - 1:
-        raise ValueError("tokenizer lacks contiguous <act_0>..<act_255> tokens")
-    return range(first, last + 1)
+def action_id_range(processor) -> range:
+    """Vocabulary ids of the 256 action bins under the processor's scheme (checked against its
+    tokenizer): `<act_0>..<act_255>` (append) or the last 256 base-vocabulary ids (reuse_last)."""
+    return processor.action_vocab.ids
 
 
 class HFEngine(BatchedEngine):
@@ -65,10 +63,10 @@ class HFEngine(BatchedEngine):
         self.tokenizer = processor.tokenizer
         self.naive = naive
         self.naive_max_new_tokens = naive_max_new_tokens
-        self.eos_id = self.tokenizer.convert_tokens_to_ids("<|end|>")
+        self.eos_id = processor.eot_token_id
         self.pad_id = self.tokenizer.pad_token_id
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        ids = action_id_range(self.tokenizer)
+        ids = action_id_range(processor)
         self.action_mask = torch.zeros(self.vocab_size, dtype=torch.bool)
         self.action_mask[ids.start:ids.stop] = True
         self._batcher = ThreadBatcher(self._run_naive if naive else self._run_batch,
@@ -86,8 +84,8 @@ class HFEngine(BatchedEngine):
         return self.processor(images=images or None, text=[r.prompt for r in requests],
                               return_tensors="pt")
 
-    def _text(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False)
+    def _text(self, ids: list[int], actions: bool = False) -> str:
+        return output_text(self.processor, ids, actions)
 
     @torch.inference_mode()
     def _run_batch(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
@@ -100,8 +98,8 @@ class HFEngine(BatchedEngine):
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config.get_text_config())
         out = self.model(input_ids=input_ids, pixel_values=enc.get("pixel_values"),
-                         attention_mask=attn, position_ids=positions, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
+                         image_grid=enc.get("image_grid"), attention_mask=attn, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
         generated = torch.empty((bsz, 0), dtype=torch.long)
         done = torch.zeros(bsz, dtype=torch.bool)
         stopped = torch.zeros(bsz, dtype=torch.bool)  # ended on EOS (vs. length)
@@ -125,7 +123,8 @@ class HFEngine(BatchedEngine):
             row = generated[i, : r.max_new_tokens].tolist()
             if stopped[i]:
                 row = row[: row.index(self.eos_id)]
-            results.append(GenerationOutput(row, self._text(row), "stop" if stopped[i] else "length"))
+            results.append(GenerationOutput(row, self._text(row, r.constrain_to_actions),
+                                            "stop" if stopped[i] else "length"))
         return results
 
     @torch.inference_mode()
