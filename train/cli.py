@@ -3,8 +3,8 @@
 One process: run it directly. Several ranks: `torchrun --nproc_per_node N -m train --config ...`
 or `deepspeed --num_gpus N --module train --config ...` (on CPU add OMP_NUM_THREADS=1).
 
-  magma train merge-lora ADAPTER --out DIR [--base CKPT]   a LoRA run's adapter (<run>/final/adapter)
-                                                           merged into a full checkpoint folder
+  magma train merge-lora ADAPTER --out DIR [--base CKPT] [--dtype bfloat16]   a LoRA run's adapter
+      (<run>/final/adapter) merged into its base: a full checkpoint folder
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("adapter", help="adapter folder, e.g. <run_dir>/final/adapter")
     merge.add_argument("--out", required=True, help="output checkpoint folder")
     merge.add_argument("--base", help="base checkpoint folder (default: the one the adapter records)")
+    merge.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                       help="weights dtype of the merged checkpoint (a bf16 run exports bf16)")
     return p
 
 
@@ -48,9 +50,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_merge_lora(args: argparse.Namespace) -> int:
+    import torch
+
     from train.lora import merge_adapter
 
-    print(f"wrote {merge_adapter(args.adapter, args.out, base=args.base)}")
+    print(f"wrote {merge_adapter(args.adapter, args.out, base=args.base, dtype=getattr(torch, args.dtype))}")
     return 0
 
 

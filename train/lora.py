@@ -78,10 +78,12 @@ def export_adapter(peft_model: torch.nn.Module, folder: str | Path, action_stats
     return folder
 
 
-def merge_adapter(adapter: str | Path, out: str | Path, base: str | Path | None = None) -> Path:
+def merge_adapter(adapter: str | Path, out: str | Path, base: str | Path | None = None,
+                  dtype: torch.dtype = torch.float32) -> Path:
     """A full checkpoint folder at `out`: `base` (default: the adapter's recorded base) with the
     LoRA deltas merged in and the trained modules replaced, plus the run's action statistics and
-    inference settings. Raises FileNotFoundError / ValueError naming what is missing."""
+    inference settings; weights in `dtype` (a bf16 run's export is bf16). Raises
+    FileNotFoundError / ValueError naming what is missing."""
     from peft import PeftModel
     from safetensors.torch import load_file
 
@@ -99,7 +101,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | Path | None 
     if not base:
         raise ValueError(f"{config_file}: records no base checkpoint (the run started from a size config); "
                          "pass the base folder with --base")
-    model, processor, _ = load_checkpoint(base)
+    model, processor, _ = load_checkpoint(base, dtype=dtype)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     if (adapter / TRAINABLES).is_file():
         trained = load_file(str(adapter / TRAINABLES))
