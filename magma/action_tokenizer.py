@@ -1,13 +1,25 @@
 """Continuous robot actions <-> discrete action tokens (the OpenVLA / Magma convention).
 
 Each action dimension is normalised per dataset with its 1st/99th percentiles to [-1, 1],
-clipped, and cut into 256 uniform bins. Bin b has one text form everywhere, `<act_b>` (what
-samples and model answers hold), and one vocabulary id per checkpoint, set by its action-token
-scheme (`ActionVocab`, recorded by `magma.tokenizer_setup` in the processor config):
+clipped, and cut into 256 bins. Bin b has one text form everywhere, `<act_b>` (what samples and
+model answers hold), and one vocabulary id per checkpoint, set by its action-token scheme
+(`ActionVocab`, recorded by `magma.tokenizer_setup` in the processor config):
 
     append      new tokens <act_0>..<act_255> at the end of the vocabulary: bin b -> start + b
     reuse_last  the last 256 ids of the base vocabulary, as OpenVLA and Magma do (their id is
                 `vocab_size - digitize(a)`, so the lowest bin is the last id): bin b -> end - 1 - b
+
+Which normalised values a bin holds and decodes to is the checkpoint's binning
+(`ActionVocab.binning`, `action_binning` in the processor config; `values_to_bins` and
+`bins_to_values` are its one implementation):
+
+    uniform     256 equal bins of width 2/256 over [-1, 1]; bin b decodes to its centre
+                -1 + (b + 0.5) * 2/256 (every checkpoint built here)
+    openvla     the released OpenVLA / Magma-8B binning: the 256 edges `linspace(-1, 1, 256)`,
+                b = digitize(a, edges) - 1 (in [0, 255]; 255 only for a = 1), decoded to the
+                midpoint of edges b and b + 1, bin 255 decoding as bin 254 (the release's clip
+                at 254). Under reuse_last that is the release's id `vocab_size - digitize(a)` and
+                its decoding `centres[clip(vocab_size - id - 1, 0, 254)]`.
 
 Statistics live in the checkpoint folder as `action_stats.json` ({dataset: stats}).
 """
@@ -27,6 +39,8 @@ N_ACTION_BINS = 256
 ACTION_STATS_FILE = "action_stats.json"
 ActionScheme = Literal["append", "reuse_last"]
 ACTION_SCHEMES: tuple[str, ...] = ("append", "reuse_last")
+ActionBinning = Literal["uniform", "openvla"]
+ACTION_BINNINGS: tuple[str, ...] = ("uniform", "openvla")
 ACTION_TEXT = re.compile(r"<act_(\d{1,3})>")  # the text form of one bin
 
 
@@ -34,27 +48,65 @@ def action_token(bin_index: int) -> str:
     return f"<act_{bin_index}>"
 
 
+def _check_binning(binning: str) -> None:
+    if binning not in ACTION_BINNINGS:
+        raise ValueError(f"action binning {binning!r}: choose one of {ACTION_BINNINGS}")
+
+
+def bin_width(n_bins: int = N_ACTION_BINS, binning: str = "uniform") -> float:
+    """Width of one bin in normalised units: 2/n (uniform), the edge spacing 2/(n - 1) (openvla)."""
+    _check_binning(binning)
+    return 2.0 / (n_bins if binning == "uniform" else n_bins - 1)
+
+
+def values_to_bins(normed: np.ndarray, n_bins: int = N_ACTION_BINS, binning: str = "uniform") -> np.ndarray:
+    """Normalised values (clipped to [-1, 1] here) -> bins in [0, n_bins) (module docstring)."""
+    _check_binning(binning)
+    a = np.clip(np.asarray(normed, dtype=np.float64), -1.0, 1.0)
+    if binning == "openvla":
+        return np.digitize(a, np.linspace(-1.0, 1.0, n_bins)).astype(np.int64) - 1
+    idx = np.floor((a + 1.0) / bin_width(n_bins)).astype(np.int64)
+    return np.clip(idx, 0, n_bins - 1)
+
+
+def bins_to_values(bins: np.ndarray, n_bins: int = N_ACTION_BINS, binning: str = "uniform") -> np.ndarray:
+    """Bins -> the normalised values they decode to (module docstring)."""
+    _check_binning(binning)
+    b = np.asarray(bins, dtype=np.int64)
+    if binning == "openvla":
+        edges = np.linspace(-1.0, 1.0, n_bins)
+        centres = (edges[:-1] + edges[1:]) / 2.0
+        return centres[np.clip(b, 0, n_bins - 2)]
+    return -1.0 + (b + 0.5) * bin_width(n_bins)
+
+
 @dataclass(frozen=True)
 class ActionVocab:
-    """Which vocabulary ids the action bins are: `range(start, start + n_bins)`, in the order
-    of `scheme` (see the module docstring). The one place bins become ids and back."""
+    """A checkpoint's action tokens: which vocabulary ids the bins are (`range(start, start +
+    n_bins)`, in the order of `scheme`) and which values they hold (`binning`); see the module
+    docstring. The one place bins become ids and back."""
 
     scheme: str
     start: int
     n_bins: int = N_ACTION_BINS
+    binning: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.scheme not in ACTION_SCHEMES:
             raise ValueError(f"action-token scheme {self.scheme!r}: choose one of {ACTION_SCHEMES}")
         if self.start < 0 or self.n_bins < 1:
             raise ValueError(f"action ids start at {self.start} for {self.n_bins} bins: need start >= 0")
+        _check_binning(self.binning)
+        if self.binning == "openvla" and self.n_bins < 2:
+            raise ValueError("openvla binning needs at least 2 bins (the edges of one interval)")
 
     @classmethod
-    def at_end(cls, vocab_size: int, n_bins: int = N_ACTION_BINS, scheme: str = "append") -> "ActionVocab":
+    def at_end(cls, vocab_size: int, n_bins: int = N_ACTION_BINS, scheme: str = "append",
+               binning: str = "uniform") -> "ActionVocab":
         """The bins on the last `n_bins` ids below `vocab_size`."""
         if vocab_size <= n_bins:
             raise ValueError(f"vocab_size {vocab_size} must exceed the {n_bins} action bins")
-        return cls(scheme, vocab_size - n_bins, n_bins)
+        return cls(scheme, vocab_size - n_bins, n_bins, binning)
 
     @property
     def end(self) -> int:
@@ -95,7 +147,7 @@ class ActionVocab:
         return [int(i) for i in self.bin_to_id(bins)]
 
     def to_dict(self) -> dict[str, object]:
-        return {"scheme": self.scheme, "start": self.start, "n_bins": self.n_bins}
+        return {"scheme": self.scheme, "start": self.start, "n_bins": self.n_bins, "binning": self.binning}
 
 
 @dataclass
@@ -152,8 +204,9 @@ def load_action_stats(folder_or_file: str | Path) -> dict[str, ActionStats]:
 class ActionTokenizer:
     """Maps actions of shape [H, D] (a chunk of H steps) to H*D token ids and back.
 
-    `vocab`: the checkpoint's `ActionVocab`, or an int `vocab_size` for the `append` layout on
-    its last `n_bins` ids (the text form `render`/`parse` does not depend on it)."""
+    `vocab`: the checkpoint's `ActionVocab` (its ids and binning), or an int `vocab_size` for the
+    `append` layout on its last `n_bins` ids with uniform bins. The text form `render`/`parse`
+    does not depend on the ids; it does on the binning."""
 
     def __init__(self, vocab: ActionVocab | int, stats: ActionStats, n_bins: int = N_ACTION_BINS):
         self.vocab = vocab if isinstance(vocab, ActionVocab) else ActionVocab.at_end(vocab, n_bins)
@@ -176,9 +229,13 @@ class ActionTokenizer:
         return self.vocab.ids
 
     @property
+    def binning(self) -> str:
+        return self.vocab.binning
+
+    @property
     def bin_width(self) -> float:
         """Width of one bin in normalised units ([-1, 1])."""
-        return 2.0 / self.n_bins
+        return bin_width(self.n_bins, self.binning)
 
     def normalize(self, actions: np.ndarray) -> np.ndarray:
         a = np.asarray(actions, dtype=np.float64)
@@ -193,12 +250,10 @@ class ActionTokenizer:
             raise ValueError(f"action dim {a.shape[-1]} != statistics dim {self.dim}")
         if not np.isfinite(a).all():
             raise ValueError("actions contain NaN or inf")
-        idx = np.floor((self.normalize(a) + 1.0) / self.bin_width).astype(np.int64)
-        return np.clip(idx, 0, self.n_bins - 1)
+        return values_to_bins(self.normalize(a), self.n_bins, self.binning)
 
     def from_bins(self, bins: np.ndarray) -> np.ndarray:
-        centres = -1.0 + (np.asarray(bins, dtype=np.float64) + 0.5) * self.bin_width
-        return self.unnormalize(centres)
+        return self.unnormalize(bins_to_values(bins, self.n_bins, self.binning))
 
     def encode(self, actions: np.ndarray) -> list[int]:
         """[H, D] (or [D]) actions -> H*D vocabulary ids, step-major."""
@@ -238,5 +293,6 @@ class ActionTokenizer:
         return mask
 
     def max_abs_error(self) -> np.ndarray:
-        """Worst-case per-dimension decoding error for actions inside [q01, q99]: half a bin."""
+        """Worst-case per-dimension decoding error for actions inside [q01, q99]: half a bin
+        (openvla: bin 255, a = 1 exactly, decodes to bin 254's centre, also half a bin away)."""
         return self.bin_width / 2.0 * self._span / 2.0

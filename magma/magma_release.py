@@ -17,7 +17,9 @@ tower's sizes from the weights' shapes, the crop grid and normalisation from
 - tokenizer and vocabulary: the release's own files; every id unchanged, the embedding matrix
   as large as the release's (Magma-8B pads it beyond the tokenizer to a multiple of 64);
 - actions: the `reuse_last` scheme on the last 256 ids of the base vocabulary
-  (`tokenizer.vocab_size - 256` ..), highest id = lowest bin, as the release's agents decode;
+  (`tokenizer.vocab_size - 256` ..), highest id = lowest bin, with the release's `openvla`
+  binning (id `vocab_size - digitize(a, linspace(-1, 1, 256))`, decoded to the 255 edge
+  midpoints, clipped at 254), as the release's agents encode and decode;
 - images: CLIP mean/std, the release's crop grid and row-major crop order (`crop_strategy="grid"`,
   no global view) and the learnt row separator (`MagmaConfig.row_separator`);
 - prompts: the release's chat template; `release_prompt` renders its documented prompt.
@@ -301,6 +303,7 @@ def _build_processor(rel: ReleaseFolder, config, tok):
     return MagmaProcessor(image_processor, tok, tokens_per_view=config.tokens_per_view,
                           chat_template=tok.chat_template, eot_token=tok.eos_token,
                           action_tokens="reuse_last", action_token_start=tok.vocab_size - N_ACTION_BINS,
+                          action_binning="openvla",
                           row_separator=config.row_separator, add_special_tokens=True)
 
 

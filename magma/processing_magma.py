@@ -7,8 +7,9 @@ the rendered conversation at the assistant contents, serving renders the prompt 
 generation header, so the tokens before an assistant answer are the tokens serving sends.
 
 What `magma.tokenizer_setup` resolved for the tokenizer travels in `processor_config.json`:
-`eot_token` (ends an assistant turn: the last labelled token and the generation stop) and the
-action-token scheme (`action_tokens`, `action_token_start`: see `magma.action_tokenizer`). Text
+`eot_token` (ends an assistant turn: the last labelled token and the generation stop), the
+action-token scheme (`action_tokens`, `action_token_start`) and the bins' values
+(`action_binning`), all three read through `action_vocab` (see `magma.action_tokenizer`). Text
 goes to ids through `text_to_ids`, which puts action text `<act_b>` on the scheme's ids.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-from magma.action_tokenizer import ACTION_TEXT, N_ACTION_BINS, ActionVocab, action_token
+from magma.action_tokenizer import ACTION_BINNINGS, ACTION_TEXT, N_ACTION_BINS, ActionVocab, action_token
 from magma.image_processing_magma import count_image_tokens, to_pil_rgb
 from magma.schema import IMAGE_PLACEHOLDER as IMAGE_TOKEN
 from magma.schema import TARGET_KINDS, Sample, Turn
@@ -36,11 +37,13 @@ class MagmaProcessor(ProcessorMixin):
                  tokens_per_view: int = 49, chat_template: str | None = None,
                  eot_token: str | None = None, action_tokens: str = "append",
                  action_token_start: int | None = None, row_separator: bool = False,
-                 add_special_tokens: bool = False, **kwargs: Any):
+                 add_special_tokens: bool = False, action_binning: str = "uniform", **kwargs: Any):
         """`chat_template`: default the tokenizer's own, else the built-in one. `eot_token`:
         default the tokenizer's eos (checkpoints from before it was recorded).
         `action_token_start`: first action id; default `<act_0>`'s id (`append`) or
-        `tokenizer.vocab_size - 256` (`reuse_last`). `row_separator`: the model ends every
+        `tokenizer.vocab_size - 256` (`reuse_last`). `action_binning`: which values the bins
+        hold, `uniform` (default: every checkpoint from before it was recorded) or `openvla`
+        (the Magma-8B release's; `magma.action_tokenizer`). `row_separator`: the model ends every
         image-feature row with a learnt vector (the Magma-8B release), one more token per row.
         `add_special_tokens`: every sequence starts with what the tokenizer itself adds before a
         text (Llama-3: `<|begin_of_text|>`), as the release's processor and training do, before
@@ -52,6 +55,10 @@ class MagmaProcessor(ProcessorMixin):
         self.eot_token = eot_token
         self.action_tokens = action_tokens
         self.action_token_start = action_token_start
+        if action_binning not in ACTION_BINNINGS:
+            raise ValueError(f"action_binning {action_binning!r} (processor_config.json) is not a binning; "
+                             f"choose one of {', '.join(ACTION_BINNINGS)}")
+        self.action_binning = action_binning
         self._action_vocab: ActionVocab | None = None
         template = chat_template or getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE
         super().__init__(image_processor, tokenizer, chat_template=template, **kwargs)
@@ -91,7 +98,7 @@ class MagmaProcessor(ProcessorMixin):
                                  "with magma.tokenizer_setup")
         elif start is None:
             start = tok.vocab_size - N_ACTION_BINS
-        vocab = ActionVocab(self.action_tokens, int(start))
+        vocab = ActionVocab(self.action_tokens, int(start), binning=self.action_binning)
         if vocab.end > len(tok):
             raise ValueError(f"action ids [{vocab.start}, {vocab.end}) exceed the tokenizer ({len(tok)} ids)")
         return vocab
