@@ -6,6 +6,11 @@
   ids, as constrained decoding would);
 - action L1: mean |decoded predicted action - decoded target action| in the dataset's units.
 
+Action tokens are the labelled tokens of `action` answers (the encoded `target_kind`) that are
+action ids (not the end of turn); ids and values follow the checkpoint's action tokens
+(`processor.action_vocab`: its scheme, start and binning). Under `reuse_last` the action ids are
+ordinary base-vocabulary tokens that other answers use too, so the id range alone cannot tell.
+
 Reads the data pipeline's shards (`*.tar`, the format of `magma.shards`) with its reader; keeps
 samples whose meta split matches (held-out by default) and passes over ones that do not decode.
 """
@@ -41,15 +46,18 @@ def offline_metrics(checkpoint: str | Path, shards: str | Path, split: str | Non
     """Teacher-forced metrics of a checkpoint on shard samples (see module docstring)."""
     import torch
 
-    from magma.action_tokenizer import ActionTokenizer, N_ACTION_BINS, action_token
+    from magma.action_tokenizer import ActionTokenizer
     from magma.checkpoint import load_checkpoint
     from magma.processing_magma import collate_encoded
+    from magma.schema import TARGET_KINDS
 
     model, processor, stats = load_checkpoint(checkpoint)
     model.eval()
     tok = processor.tokenizer
-    first_act = tok.convert_tokens_to_ids(action_token(0))
-    act_ids = torch.arange(first_act, first_act + N_ACTION_BINS)
+    vocab = processor.action_vocab
+    act_ids = torch.tensor(list(vocab.ids))
+    action_kind = TARGET_KINDS.index("action")
+    action_codecs = {name: ActionTokenizer(vocab, s) for name, s in stats.items()}
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     mark_hits = mark_n = tok_hits = tok_n = 0
     l1_sum, l1_n, n = 0.0, 0, 0
@@ -62,20 +70,20 @@ def offline_metrics(checkpoint: str | Path, shards: str | Path, split: str | Non
         with torch.no_grad():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            pixel_values=batch.get("pixel_values")).logits[0, :-1]
-        labels = batch["labels"][0, 1:]
+        labels, kinds = batch["labels"][0, 1:], batch["target_kind"][0, 1:]
         on = labels >= 0
         pred = logits.argmax(-1)
         target_text = " ".join(t.content for t in sample.conversation if t.role == "assistant")
         if _MARK_TARGET.search(target_text):
             mark_n += 1
             mark_hits += int(bool((pred[on] == labels[on]).all()))
-        is_act = on & (labels >= first_act) & (labels < first_act + N_ACTION_BINS)
+        is_act = on & (kinds == action_kind) & torch.from_numpy(vocab.is_action(labels.numpy()))
         if is_act.any():
             act_pred = act_ids[logits[is_act][:, act_ids].argmax(-1)]
             tok_hits += int((act_pred == labels[is_act]).sum())
             tok_n += int(is_act.sum())
-            if sample.dataset in stats:
-                at = ActionTokenizer(first_act + N_ACTION_BINS, stats[sample.dataset])
+            if sample.dataset in action_codecs:
+                at = action_codecs[sample.dataset]
                 try:
                     diff = at.decode(act_pred.tolist()) - at.decode(labels[is_act].tolist())
                     l1_sum += float(np.abs(diff).sum())
