@@ -10,7 +10,9 @@ Run folder layout (`run_dir` in the config):
     <run_dir>/config.yaml              the resolved config (after --set overrides)
     <run_dir>/metrics.jsonl            one JSON object per logged step: step, loss, loss_verbal,
                                        loss_spatial, loss_action (null when absent from the step),
-                                       lr, grad_norm, tokens_per_s, samples_per_s, padding_frac,
+                                       lr (the first parameter group's: the LM's, or the
+                                       projector's when the LM is frozen), grad_norm,
+                                       tokens_per_s, samples_per_s, padding_frac,
                                        data_wait_frac, step_time_s, skipped
     <run_dir>/tensorboard/             TensorBoard scalars (train/<metric>)
     <run_dir>/checkpoints/step-N/      HF folder (load_checkpoint) + resume/ (optimizer, engine,
@@ -18,6 +20,10 @@ Run folder layout (`run_dir` in the config):
     <run_dir>/checkpoints/latest       text file naming the newest complete step-N
     <run_dir>/final/                   HF folder of the final weights (LoRA merged), with
                                        action_stats.json from the shard manifest
+    <run_dir>/final/adapter/           LoRA runs: the adapter alone (train/lora.py), also in
+                                       every step-N; `magma train merge-lora` merges it back
+    <run_dir>/.zero3-init/             ZeRO-3 from a size config: rank 0's build, read
+                                       partitioned by every rank, removed once loaded
     <run_dir>/debug/                   nonfinite-step-N-rank-R.json when the loss turns NaN/inf
 
 Launchers (the config decides ZeRO stage, precision and batch shape; the launcher only starts ranks):
@@ -35,6 +41,12 @@ Multi-node under SLURM (one torchrun per node; every rank sees the same run_dir 
     srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node 8 --rdzv_backend c10d \
         --rdzv_endpoint "$head:29500" --rdzv_id "$SLURM_JOB_ID" \
         -m train --config configs/train/<name>.yaml --set precision=bf16 --set dist.zero_stage=2
+
+What trains and how fast: model.freeze_vision / freeze_projector / freeze_language, model.lora
+(modules_to_save: the projector beside the adapters), optim.lr with optim.projector_lr /
+vision_lr / language_lr; the named recipes in configs/train/ (align-projector, finetune-full,
+finetune-lora, finetune-module-lr). Under ZeRO-3 each rank builds only its partition
+(train/zero3.py); DeepSpeed bf16 runs load weights in bf16.
 
 Rerunning the same command resumes from `latest` (model, optimizer, scheduler, RNG, data
 position); SIGTERM saves a checkpoint and exits 0.
