@@ -166,3 +166,12 @@ def test_contradictory_trainable_settings_are_refused(overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         load_train_config(HERE / "micro_train.yaml", overrides)
+
+
+def test_train_cli_routes_options_to_run_and_refuses_bad_merge_input(tmp_path, capsys):
+    from train.cli import main
+
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2  # `magma train --config` is `run`
+    assert "missing.yaml" in capsys.readouterr().err
+    assert main(["merge-lora", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "not an adapter folder" in capsys.readouterr().err
