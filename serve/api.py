@@ -113,12 +113,24 @@ class ChatResponse(BaseModel):
     error: ErrorInfo | None = None
 
 
+class ActionTokensInfo(BaseModel):
+    """The checkpoint's action tokens (`magma.action_tokenizer.ActionVocab`): bin b is id
+    `start + b` (append) or `start + n_bins - 1 - b` (reuse_last); `binning` says which value a
+    bin decodes to (uniform, or openvla as in the Magma-8B release)."""
+
+    scheme: Literal["append", "reuse_last"]
+    start: int
+    n_bins: int
+    binning: Literal["uniform", "openvla"]
+
+
 class InfoResponse(BaseModel):
     model: str
     engine: str
     adapters: list[str]
     action_datasets: dict[str, dict[str, Any]]
     action_dim: dict[str, int]
+    action_tokens: ActionTokensInfo
     default_chunk: int | None  # the server-wide chunk override; None: each dataset's trained chunk
     inference: dict[str, Any]  # the checkpoint's inference_settings.json (magma.inference_settings)
     vocab_size: int
@@ -128,5 +140,5 @@ class InfoResponse(BaseModel):
 
 
 
-__all__ = ["ActRequest", "ChatRequest", "ChatResponse", "DomElement", "ErrorInfo", "InfoResponse",
+__all__ = ["ActRequest", "ActionTokensInfo", "ChatRequest", "ChatResponse", "DomElement", "ErrorInfo", "InfoResponse",
            "MarkIn", "RobotActResponse", "UIActResponse"]

@@ -214,6 +214,7 @@ class Policy:
             "model": self.model_name, "engine": self.engine.name, "adapters": ["robot", "ui"],
             "action_datasets": {k: dataclasses.asdict(v) for k, v in self.action_stats.items()},
             "action_dim": {k: v.dim for k, v in self.action_stats.items()},
+            "action_tokens": self.processor.action_vocab.to_dict(),
             "default_chunk": self.robot.default_chunk,
             "inference": self.inference.model_dump(mode="json"),
             "vocab_size": len(self.processor.tokenizer),
