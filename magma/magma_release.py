@@ -271,7 +271,7 @@ def _release_tokenizer(rel: ReleaseFolder, config, tokenizer_dir: str | Path | N
     if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
         raise ConfigError("no tokenizer files (tokenizer.json, tokenizer_config.json)", file=folder,
                           fix="the release ships its tokenizer beside the weights; pass --tokenizer DIR otherwise")
-    tok = AutoTokenizer.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     image_id = tok.convert_tokens_to_ids("<image>")
     if image_id != config.image_token_id:
         raise ConfigError(f"<image> is id {image_id} in the tokenizer but image_token_index "

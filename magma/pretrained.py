@@ -91,7 +91,7 @@ def read_text_source(spec: ModelSpec) -> TextSource:
     if not config_file.is_file():
         raise ConfigError("no config.json: not a Hugging Face model folder", file=folder, fix=fix_lm)
     try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"transformers cannot read it ({exc})", file=config_file, fix=fix_lm) from None
     model_type = getattr(config, "model_type", None)
@@ -134,7 +134,7 @@ def base_vocab_size(tokenizer_path: str | Path) -> int:
     """Size of the source tokenizer (before tokens are added): ids from here on are new."""
     from transformers import AutoTokenizer
 
-    return len(AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True))
+    return len(AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True, trust_remote_code=False))
 
 
 def load_language_model(source: TextSource, vocab_size: int, n_source_tokens: int, n_new_tokens: int,
@@ -147,7 +147,8 @@ def load_language_model(source: TextSource, vocab_size: int, n_source_tokens: in
     from magma.tokenizer_setup import init_new_token_rows
 
     try:
-        lm = AutoModelForCausalLM.from_pretrained(source.folder, local_files_only=True, dtype=dtype)
+        lm = AutoModelForCausalLM.from_pretrained(source.folder, local_files_only=True, trust_remote_code=False,
+                                                  dtype=dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"cannot load the LM weights ({type(exc).__name__}: {exc})", file=source.folder,
                           fix="the folder needs *.safetensors (or pytorch_model*.bin) matching its "
@@ -204,7 +205,7 @@ def _vision_folder(folder: Path) -> VisionSource:
     if not config_file.is_file():
         raise ConfigError("no config.json: not a Hugging Face model folder", file=folder, fix=_FIX_VISION)
     try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"transformers cannot read it ({exc})", file=config_file, fix=_FIX_VISION) from None
     if config.model_type != "convnext":

@@ -209,7 +209,7 @@ def load_tokenizer(folder: str | Path, action_tokens: str = "append") -> tuple[A
                           fix="nothing is downloaded at run time: download the tokenizer first (e.g. "
                           "`huggingface-cli download ORG/NAME --local-dir DIR`) and give DIR")
     try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except Exception as exc:
         raise ConfigError(f"cannot load a tokenizer ({type(exc).__name__}: {exc})", file=path,
                           fix="the folder needs tokenizer.json or the files of its tokenizer class") from None
