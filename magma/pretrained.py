@@ -76,10 +76,22 @@ class TextSource:
         return d
 
 
+def _read_hf_config(folder: Path, fix: str) -> tuple[Any, Path]:
+    """A local folder's transformers config (never remote code), or one ConfigError naming it."""
+    from transformers import AutoConfig
+
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ConfigError("no config.json: not a Hugging Face model folder", file=folder, fix=fix)
+    try:
+        return AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False), config_file
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"transformers cannot read it ({exc})", file=config_file, fix=fix) from None
+
+
 def read_text_source(spec: ModelSpec) -> TextSource:
     """The `text.pretrained` folder, checked: a causal LM whose config agrees with every size
     key written beside it in the spec."""
-    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     folder = local_source(spec.text.pretrained, "text.pretrained", spec.path)
@@ -87,13 +99,7 @@ def read_text_source(spec: ModelSpec) -> TextSource:
               "holding config.json, the weights and the tokenizer files")
     if not folder.is_dir():
         raise ConfigError("is a file, not a model folder", file=folder, fix=fix_lm)
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ConfigError("no config.json: not a Hugging Face model folder", file=folder, fix=fix_lm)
-    try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"transformers cannot read it ({exc})", file=config_file, fix=fix_lm) from None
+    config, config_file = _read_hf_config(folder, fix_lm)
     model_type = getattr(config, "model_type", None)
     archs = list(getattr(config, "architectures", None) or [])
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
@@ -199,15 +205,8 @@ _FIX_VISION = ("vision.pretrained takes a transformers ConvNextModel folder, or 
 
 
 def _vision_folder(folder: Path) -> VisionSource:
-    from transformers import AutoConfig
 
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ConfigError("no config.json: not a Hugging Face model folder", file=folder, fix=_FIX_VISION)
-    try:
-        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"transformers cannot read it ({exc})", file=config_file, fix=_FIX_VISION) from None
+    config, config_file = _read_hf_config(folder, _FIX_VISION)
     if config.model_type != "convnext":
         raise ConfigError(f"model_type {config.model_type!r} is not a ConvNeXt", file=config_file, fix=_FIX_VISION)
     mean, std = IMAGENET_MEAN, IMAGENET_STD  # transformers' ConvNeXt checkpoints are ImageNet ones
