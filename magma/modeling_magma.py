@@ -24,6 +24,7 @@ from transformers.modeling_outputs import ModelOutput
 
 from magma.configuration_magma import MagmaConfig
 from magma.convnext_keys import build_vision_tower
+from magma.packed_attention import VARLEN_IMPLEMENTATIONS, block_causal_mask, varlen_inputs
 
 
 @dataclass
@@ -195,10 +196,16 @@ class MagmaForCausalLM(MagmaPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         image_grid: torch.LongTensor | None = None,
+        sample_index: torch.LongTensor | None = None,
         **kwargs,
     ) -> MagmaCausalLMOutput:
         """`image_grid` [images, 2]: (rows, cols) of crops per image in the release's grid layout
-        (the processor gives it); None for the views layout."""
+        (the processor gives it); None for the views layout.
+
+        `sample_index` [B, L] (packed rows, train.data.collate): the sample each token belongs to,
+        -1 on padding; with `position_ids` restarting per sample, every sample then attends only
+        to itself (magma.packed_attention), so its logits equal those of the sample run alone.
+        `attention_mask` is then ignored (padding is -1 in `sample_index`)."""
         kwargs.pop("image_num_views", None)  # processor bookkeeping, not a model input
         if inputs_embeds is None:
             ids = input_ids.clone()
@@ -209,6 +216,8 @@ class MagmaForCausalLM(MagmaPreTrainedModel, GenerationMixin):
                 inputs_embeds = self._merge_image_features(input_ids, inputs_embeds, pixel_values, image_grid)
             elif bool(image_mask.any()):
                 raise ValueError("input_ids contain <image> tokens but no pixel_values were given")
+        if sample_index is not None:
+            return self._forward_packed(inputs_embeds, sample_index, position_ids, labels, **kwargs)
         out = self.language_model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
             past_key_values=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep,
@@ -219,6 +228,31 @@ class MagmaForCausalLM(MagmaPreTrainedModel, GenerationMixin):
             loss = causal_lm_loss(logits, labels)
         return MagmaCausalLMOutput(loss=loss, logits=logits, past_key_values=out.past_key_values,
                                    hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+    def _forward_packed(self, inputs_embeds: torch.Tensor, sample_index: torch.Tensor,
+                        position_ids: torch.Tensor | None, labels: torch.Tensor | None,
+                        **kwargs) -> MagmaCausalLMOutput:
+        """Packed rows with per-sample attention: flash-attention gets the varlen layout (one
+        flattened row, logits scattered back to [B, L]); sdpa / eager get a block-causal mask."""
+        if position_ids is None:
+            raise ValueError("sample_index (packed rows) needs position_ids restarting at every sample; "
+                             "build the batch with train.data.collate(packing=True)")
+        impl = self.language_model.config._attn_implementation
+        if impl in VARLEN_IMPLEMENTATIONS:  # GPU path; not covered by the CPU test suite
+            keep, varlen = varlen_inputs(sample_index, position_ids)
+            out = self.language_model(inputs_embeds=inputs_embeds[keep][None], attention_mask=None,
+                                      use_cache=False, **varlen, **kwargs)
+            logits = out.logits.new_zeros(*sample_index.shape, out.logits.shape[-1])
+            logits[keep] = out.logits[0]
+        else:
+            mask = block_causal_mask(sample_index, inputs_embeds.dtype, impl)
+            out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=mask,
+                                      position_ids=position_ids, use_cache=False, **kwargs)
+            logits = out.logits
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return MagmaCausalLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                   attentions=out.attentions)
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,

@@ -198,9 +198,9 @@ def pack_encoded(examples: list[dict[str, Any]], pack_length: int) -> tuple[list
     """Packs encoded samples into as few rows of <= pack_length tokens as fit, balancing row
     lengths (longest first onto the shortest row) so the padded batch wastes little.
 
-    Returns merged examples (token lists and pixel views concatenated in row order) and
-    per-row position ids that restart at every sample. Attention still spans the samples of a
-    row unless the attention implementation splits on position ids (flash_attention_2)."""
+    Returns merged examples (token lists, pixel views and crop grids concatenated in the row's
+    sample order, so image tokens stay with their sample) and, per row, the indices into
+    `examples` of its samples, in stream order (the order of their tokens in the row)."""
     lengths = [len(e["input_ids"]) for e in examples]
     n_rows = max(1, -(-sum(lengths) // pack_length))
     rows: list[list[int]] = [[] for _ in range(n_rows)]
@@ -213,31 +213,46 @@ def pack_encoded(examples: list[dict[str, Any]], pack_length: int) -> tuple[list
             r = len(rows) - 1
         rows[r].append(i)
         used[r] += lengths[i]
-    merged, positions = [], []
+    merged, members = [], []
     for row in (sorted(r) for r in rows if r):  # keep stream order inside a row
         group = [examples[i] for i in row]
         pv = [np.asarray(e["pixel_values"]) for e in group if len(e["pixel_values"])]
-        merged.append({k: sum((e[k] for e in group), []) for k in ("input_ids", "labels", "target_kind")}
+        merged.append({k: sum((list(e[k]) for e in group), []) for k in ("input_ids", "labels", "target_kind")}
                       | {"pixel_values": np.concatenate(pv) if pv else []})
         grids = [np.asarray(e["image_grid"]).reshape(-1, 2) for e in group if "image_grid" in e]
         if grids:  # the release's crop grids, in the row's image order
             merged[-1]["image_grid"] = np.concatenate(grids)
-        positions.append(sum((list(range(len(e["input_ids"]))) for e in group), []))
-    return merged, positions
+        members.append(row)
+    return merged, members
 
 
 def collate(examples: list[dict[str, Any]], pad_id: int, packing: bool = False,
             pack_length: int = 1024) -> dict[str, torch.Tensor]:
-    """Right-padded (optionally packed) batch plus `n_tokens` and `n_pad` bookkeeping."""
-    positions = None
+    """Right-padded (optionally packed) batch plus `n_tokens` and `n_pad` bookkeeping.
+
+    Packed batches also carry `position_ids` (restarting at 0 for every sample) and
+    `sample_index` [rows, L]: the index into `examples` of each token's sample, -1 on padding.
+    With both, MagmaForCausalLM lets every sample attend only to itself, so per-sample losses
+    equal those of the samples run alone. A sample's first label is ignored in a packed row (alone
+    it is never a target either: nothing precedes it)."""
+    members = None
     if packing:
-        examples, positions = pack_encoded(examples, pack_length)
+        lengths = [len(e["input_ids"]) for e in examples]
+        examples, members = pack_encoded(examples, pack_length)
     batch = collate_encoded(examples, pad_id)
-    if positions is not None:
+    if members is not None:
         pos = torch.zeros_like(batch["input_ids"])
-        for i, p in enumerate(positions):
-            pos[i, :len(p)] = torch.tensor(p)
+        index = torch.full_like(batch["input_ids"], -1)
+        for r, row in enumerate(members):
+            start = 0
+            for i in row:
+                n = lengths[i]
+                pos[r, start:start + n] = torch.arange(n)
+                index[r, start:start + n] = i
+                batch["labels"][r, start] = IGNORE_INDEX  # predicted by the previous sample's last token
+                start += n
         batch["position_ids"] = pos
+        batch["sample_index"] = index
     mask = batch["attention_mask"]
     batch["n_tokens"] = mask.sum()
     batch["n_pad"] = mask.numel() - mask.sum()

@@ -16,7 +16,8 @@ from train.model_setup import module_of_parameters
 from train.schedule import lr_lambda
 
 # image_grid: (rows, cols) of crops per image, the Magma-8B release layout (converted checkpoints)
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid", "position_ids")
+# sample_index + position_ids: packed rows, each sample attending only to itself (train.data.collate)
+MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid", "position_ids", "sample_index")
 
 
 def param_groups(cfg: TrainConfig, model: torch.nn.Module) -> list[dict[str, Any]]:

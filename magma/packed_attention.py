@@ -1,0 +1,55 @@
+"""Attention isolation for packed rows: several samples share a row, each attends only to itself.
+
+A packed batch carries `sample_index` [B, L] (long): for every token, the index of the sample it
+belongs to (any id unique within its row), -1 on padding; `position_ids` restart at 0 for every
+sample. Two ways to hand that to the language model:
+
+- `block_causal_mask` (sdpa, eager and any implementation that takes a 4D mask): a
+  [B, 1, L, L] mask where query q sees key k iff both belong to the same sample and k <= q.
+  Padding tokens see only earlier padding of their row (never a sample, and no row is fully
+  masked, which would give NaN in SDPA).
+- `varlen_inputs` (flash_attention_2/3): the batch flattened to one row of real tokens with
+  transformers' varlen kwargs (`cu_seq_lens_q/k`, `max_length_q/k`), as its flattening collator
+  does. Not exercised by the CPU test suite (flash-attn is not installed there); it is selected
+  only when the language model runs a flash-attention implementation.
+"""
+from __future__ import annotations
+
+import torch
+
+VARLEN_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
+MASK_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def block_causal_mask(sample_index: torch.Tensor, dtype: torch.dtype, implementation: str) -> torch.Tensor:
+    """[B, L] sample ids -> [B, 1, L, L] block-diagonal causal mask: boolean (True = attend) for
+    sdpa, additive (0 / dtype min) for eager."""
+    if implementation not in MASK_IMPLEMENTATIONS:
+        raise ValueError(f"packed rows need attention isolation, which is implemented for attention "
+                         f"{MASK_IMPLEMENTATIONS + VARLEN_IMPLEMENTATIONS}; the language model uses "
+                         f"{implementation!r}: set data.packing=false or load it with attn_implementation='sdpa'")
+    length = sample_index.shape[-1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=sample_index.device).tril()
+    allowed = (sample_index[:, :, None] == sample_index[:, None, :]) & causal
+    allowed = allowed[:, None]
+    if implementation == "sdpa":
+        return allowed
+    zero = torch.zeros((), dtype=dtype, device=sample_index.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)
+
+
+def varlen_inputs(sample_index: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Flash-attention varlen layout: (keep [B, L] bool of real tokens, kwargs) where kwargs hold
+    `position_ids` [1, N] and `cu_seq_lens_q/k` (int32, cumulative sample lengths over the
+    flattened real tokens, row-major), `max_length_q/k` (int). Samples must be contiguous in
+    their row (the packer lays them out so)."""
+    keep = sample_index >= 0
+    flat_ids = sample_index[keep]
+    row = torch.arange(sample_index.shape[0], device=sample_index.device)[:, None].expand_as(sample_index)[keep]
+    starts = torch.ones_like(flat_ids, dtype=torch.bool)
+    starts[1:] = (flat_ids[1:] != flat_ids[:-1]) | (row[1:] != row[:-1])
+    bounds = torch.cat([starts.nonzero().flatten(), torch.tensor([flat_ids.numel()], device=flat_ids.device)])
+    cu = bounds.to(torch.int32)
+    max_len = int(bounds.diff().max()) if bounds.numel() > 1 else 0
+    return keep, {"position_ids": position_ids[keep][None], "cu_seq_lens_q": cu, "cu_seq_lens_k": cu,
+                  "max_length_q": max_len, "max_length_k": max_len}
