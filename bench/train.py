@@ -1,4 +1,5 @@
-"""Training throughput on CPU: 1 process vs 2 ranks ZeRO-2, padding with/without packing, and the
+"""Training throughput on CPU: 1 process vs 2 ranks ZeRO-2, padded vs packed rows (samples/s and
+the per-sample loss difference packing leaves), padding with/without packing, and the
 fraction of step time spent waiting for data. Ratios are against baselines measured in this run.
 
     .venv/bin/python bench/train.py                        # tiny model (configs/model/tiny.yaml)
@@ -23,11 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def run_training(run_dir: Path, args: argparse.Namespace, shards: Path, ranks: int, micro: int) -> list[dict]:
+def run_training(run_dir: Path, args: argparse.Namespace, shards: Path, ranks: int, micro: int,
+                 extra: tuple[str, ...] = ()) -> list[dict]:
     overrides = [f"run_dir={run_dir}", f"data.shards={shards}", f"max_steps={args.steps}",
                  f"micro_batch_size={micro}", "grad_accum=1", "checkpoint.every=0", "log.tensorboard=false",
                  "log.progress=false", f"data.num_workers={args.workers}", f"model.config={args.model_config}",
-                 "dist.zero_stage=2", "checkpoint.resume=never"]
+                 "dist.zero_stage=2", "checkpoint.resume=never", *extra]
     cmd = ["-m", "train", "--config", "configs/train/tiny.yaml"] + [a for o in overrides for a in ("--set", o)]
     if ranks > 1:
         with socket.socket() as s:
@@ -53,6 +55,39 @@ def padding_fraction(shards: Path, model_config: str, packing: bool, batches: in
         b = ds.micro_batch(m)
         pad, tok = pad + int(b["n_pad"]), tok + int(b["n_tokens"])
     return pad / (pad + tok)
+
+
+def packed_loss_difference(shards: Path, model_config: str, micro: int, pack_length: int, batches: int = 2) -> float:
+    """Max |per-sample loss packed - the same sample alone| (summed token losses, fp32, a freshly
+    initialised model) over the first micro batches of the shards."""
+    from collections import Counter
+
+    import torch
+
+    from magma.build import build_model
+    from magma.modeling_magma import causal_lm_loss
+    from train.data import MixedShardStream, StreamSpec, collate
+    from train.engines import MODEL_INPUTS
+
+    torch.manual_seed(0)
+    model, processor = build_model(model_config)[:2]
+    model = model.float().eval()
+    ds = MixedShardStream(StreamSpec(str(shards), None, 0, 0, 1, micro, 0), processor)
+    pad = processor.tokenizer.pad_token_id
+
+    def losses(batch: dict) -> torch.Tensor:
+        logits = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
+        return causal_lm_loss(logits, batch["labels"], reduction="none")
+
+    worst = 0.0
+    with torch.no_grad():
+        for m in range(batches):
+            encoded = [ds._encode(*ds.schedule.lookup(g), Counter())[0] for g in ds.global_indices(m)]
+            alone = [losses(collate([e], pad)).sum().item() for e in encoded]
+            batch = collate(encoded, pad, packing=True, pack_length=pack_length)
+            per_token, owner = losses(batch), batch["sample_index"][:, 1:]
+            worst = max([worst] + [abs(per_token[owner == i].sum().item() - a) for i, a in enumerate(alone)])
+    return worst
 
 
 # ~1B parameters: a small ConvNeXt + a 20-layer, 2048-wide Llama (used by --mfu on a GPU).
@@ -118,6 +153,7 @@ def main() -> int:
     p.add_argument("--micro-batch", type=int, default=8, help="global batch; 2 ranks get half each")
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers per rank")
     p.add_argument("--threads", type=int, default=2, help="CPU threads in total (split across ranks)")
+    p.add_argument("--pack-length", type=int, default=1024, help="packed row length for the packing comparison")
     p.add_argument("--mfu", action="store_true", help="GPU only: MFU of a ~1B model instead of the CPU bench")
     p.add_argument("--mfu-batch", type=int, default=96, help="samples per micro batch (packed) for --mfu")
     args = p.parse_args()
@@ -141,6 +177,11 @@ def main() -> int:
             print(f"{name:28s}{s['samples_per_s']:12.2f}{s['tokens_per_s']:12.1f}{s['data_wait_frac']:10.1%}")
         print(f"2 ranks / 1 process: samples/s x{two['samples_per_s'] / one['samples_per_s']:.2f}, "
               f"tokens/s x{two['tokens_per_s'] / one['tokens_per_s']:.2f}")
+        packed_run = summary(run_training(tmp / "packed", args, shards, 1, args.micro_batch,
+                                          ("data.packing=true", f"data.pack_length={args.pack_length}")))
+        diff = packed_loss_difference(shards, args.model_config, args.micro_batch, args.pack_length)
+        print(f"packing: samples/s x{packed_run['samples_per_s'] / one['samples_per_s']:.2f} vs padded (same shards), "
+              f"max per-sample loss difference {diff:.2e}")
         plain = padding_fraction(shards, args.model_config, False, 8, args.micro_batch)
         packed = padding_fraction(shards, args.model_config, True, 8, args.micro_batch)
         print(f"padding waste: {plain:.1%} padded -> {packed:.1%} with packing "
