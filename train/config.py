@@ -59,7 +59,9 @@ class DataSection(StrictModel):
     weights: dict[str, float] | None = None  # override the manifest's per-source weights
     num_workers: int = 0
     max_length: int | None = None  # samples longer than this are skipped and counted
-    packing: bool = False  # concatenate samples into rows of up to pack_length tokens
+    # concatenate samples into rows of up to pack_length tokens; each sample attends only to
+    # itself (magma.packed_attention), so losses equal those of the samples alone
+    packing: bool = False
     pack_length: int = 1024
     seed: int = 0
 
