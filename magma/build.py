@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from transformers import ConvNextConfig
 
+from magma.auto_register import register
 from magma.config_io import ConfigError
 from magma.configuration_magma import MagmaConfig
 from magma.image_processing_magma import IMAGENET_MEAN, IMAGENET_STD, MagmaImageProcessor
@@ -22,6 +23,9 @@ from magma.pretrained import TextSource, VisionSource, local_source, read_text_s
 from magma.processing_magma import MagmaProcessor
 from magma.tokenizer_build import IMAGE_TOKEN
 from magma.tokenizer_setup import TokenSetup, load_tokenizer, tokenizer_from_spec
+
+# what this module builds must load back through the Auto classes in the same process
+register()
 
 
 def build_tokenizer(spec: ModelSpec) -> tuple[Any, TokenSetup]:

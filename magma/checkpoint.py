@@ -70,7 +70,8 @@ def verify_checkpoint(folder: str | Path) -> None:
 
 def load_checkpoint(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """(model, processor, action_stats) from a checkpoint folder, with clear errors."""
-    import magma  # noqa: F401  (registers the Auto classes)
+    import magma
+    magma.register()  # the Auto classes must know our architecture before loading
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     folder = Path(folder)

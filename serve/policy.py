@@ -105,7 +105,8 @@ class Policy:
             eng: Engine = HFEngine.from_checkpoint(folder, **engine_kwargs)
             processor, config = eng.processor, eng.model.config
         else:
-            import magma  # noqa: F401  (Auto* registration)
+            import magma
+            magma.register()  # the Auto classes must know our architecture before loading
             from transformers import AutoConfig, AutoProcessor
             try:
                 processor = AutoProcessor.from_pretrained(folder)

@@ -10,7 +10,8 @@ ARCHITECTURE = "MagmaForCausalLM"
 
 
 def register() -> None:
-    import magma  # noqa: F401  (registers MagmaConfig with transformers' AutoConfig)
+    import magma
+    magma.register()  # the Auto classes must know our architecture before loading
     from vllm import ModelRegistry
 
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():

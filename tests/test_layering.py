@@ -101,3 +101,39 @@ def test_import_magma_loads_no_stage(module: str) -> None:
             "print(bad); sys.exit(bool(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, f"import {module} loaded stages: {out.stdout} {out.stderr[-500:]}"
+
+
+# the contracts a data worker or a client needs: none of them may pull the model's stack
+LIGHT_MODULES = ("magma", "magma.codecs", "magma.prompts", "magma.schema", "magma.shards", "magma.marks",
+                 "magma.episode", "magma.inference_settings", "magma.config_io", "magma.action_tokenizer")
+
+
+def test_import_magma_contracts_loads_neither_torch_nor_transformers() -> None:
+    code = (f"import sys; import {', '.join(LIGHT_MODULES)}; "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')); "
+            "print(heavy[:10]); sys.exit(bool(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, f"importing the contracts loaded: {out.stdout} {out.stderr[-500:]}"
+
+
+@pytest.mark.parametrize("transformers_first", [False, True], ids=["magma-first", "transformers-first"])
+def test_import_magma_still_registers_the_auto_classes(tmp_path: Path, transformers_first: bool) -> None:
+    # README "Using the model from Python": `import magma`, then the Auto classes read our
+    # folders, whichever of the two a process imported first, with no explicit register() call.
+    ckpt = tmp_path / "ckpt"
+    init = subprocess.run([sys.executable, "-m", "magma.cli", "model", "init", "--config",
+                           "configs/model/tiny.yaml", "--out", str(ckpt)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert init.returncode == 0, init.stderr[-2000:]
+    order = ["from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor", "import magma"]
+    code = "\n".join((order[::-1] if not transformers_first else order) + [
+        f"model = AutoModelForCausalLM.from_pretrained({str(ckpt)!r})",
+        f"processor = AutoProcessor.from_pretrained({str(ckpt)!r})",
+        f"config = AutoConfig.from_pretrained({str(ckpt)!r})",
+        "print(type(model).__name__, type(processor).__name__, type(processor.image_processor).__name__,"
+        " type(config).__name__, magma.MagmaForCausalLM is type(model))",
+    ])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-5:] == ["MagmaForCausalLM", "MagmaProcessor", "MagmaImageProcessor",
+                                       "MagmaConfig", "True"], out.stdout

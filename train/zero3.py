@@ -109,7 +109,8 @@ def local_share(model: torch.nn.Module) -> tuple[int, int]:
 
 def load_zero3(folder: str | Path, ds_config: dict[str, Any], dtype: torch.dtype):
     """(partitioned model in train mode, processor, action stats) from a checkpoint folder."""
-    import magma  # noqa: F401  (registers the Auto classes)
+    import magma
+    magma.register()  # the Auto classes must know our architecture before loading
     from transformers import AutoConfig, AutoProcessor, GenerationConfig
 
     from magma.action_tokenizer import ACTION_STATS_FILE, load_action_stats

@@ -47,7 +47,8 @@ class VLLMEngine(BatchedEngine):
         from transformers import AutoProcessor
         from vllm import LLM
 
-        import magma  # noqa: F401  (Auto* registration)
+        import magma
+        magma.register()  # the Auto classes must know our architecture before loading
         from serve.vllm_plugin import register
 
         register()  # also runs via the entry point in vLLM's own processes
