@@ -13,6 +13,9 @@ transformers module defining its Auto class has been executed:
 
 Those modules import torch themselves, so registering adds only our own modules to what a
 process already pays. A module already imported when `install()` runs is registered at once.
+Our own model modules import those transformers modules too: a registration whose Magma module
+is still being initialised (e.g. `import magma.modeling_magma` pulls in modeling_auto) waits
+until that module has finished, which the same finder watches.
 `register()` registers everything eagerly; callers that build or load models call it so that
 they never depend on the hook.
 """
@@ -73,16 +76,42 @@ _HOOKS: dict[str, Callable[[], None]] = {
 }
 
 
+# transformers module -> the Magma modules its registration imports
+_NEEDS: dict[str, tuple[str, ...]] = {
+    _AUTO + "configuration_auto": ("magma.configuration_magma",),
+    _AUTO + "modeling_auto": ("magma.configuration_magma", "magma.modeling_magma"),
+    _AUTO + "image_processing_auto": ("magma.configuration_magma", "magma.image_processing_magma"),
+    _AUTO + "processing_auto": ("magma.configuration_magma", "magma.image_processing_magma",
+                                "magma.processing_magma"),
+}
+_OURS = frozenset(m for needs in _NEEDS.values() for m in needs)
+_pending: set[str] = set()  # loaded transformers modules whose registration waits for ours
+
+
+def _initialising(module_name: str) -> bool:
+    module = sys.modules.get(module_name)
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
 def _run(name: str) -> None:
     with _lock:
         if name in _done:
             return
+        if any(_initialising(m) for m in _NEEDS[name]):
+            _pending.add(name)  # its class is not defined yet: finish when that module has
+            return
+        _pending.discard(name)
         _done.add(name)  # before running: the hook's own imports may re-enter
         try:
             _HOOKS[name]()
         except BaseException:
             _done.discard(name)
             raise
+
+
+def _run_pending() -> None:
+    for name in [n for n in _HOOKS if n in _pending]:
+        _run(name)
 
 
 def register() -> None:
@@ -103,17 +132,21 @@ class _Loader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
-        _run(self._name)
+        if self._name in _HOOKS:
+            _run(self._name)
+        else:  # one of ours finished: registrations waiting for it can run now
+            module.__spec__._initializing = False  # importlib clears it only after we return
+            _run_pending()
 
     def __getattr__(self, attr: str):  # get_source, get_code, ... for tools that ask
         return getattr(self._loader, attr)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps the real spec of the four Auto modules."""
+    """Finds nothing itself: wraps the real spec of the four Auto modules and of ours."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname not in _HOOKS or fullname in _done:
+        if (fullname not in _HOOKS or fullname in _done) and fullname not in _OURS:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
