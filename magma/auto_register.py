@@ -102,11 +102,14 @@ def _run(name: str) -> None:
             return
         _pending.discard(name)
         _done.add(name)  # before running: the hook's own imports may re-enter
-        try:
-            _HOOKS[name]()
-        except BaseException:
+    # outside the lock: the hook imports, and holding our lock across the import system's own
+    # module locks could deadlock two threads; registering twice is harmless (exist_ok)
+    try:
+        _HOOKS[name]()
+    except BaseException:
+        with _lock:
             _done.discard(name)
-            raise
+        raise
 
 
 def _run_pending() -> None:
