@@ -14,6 +14,7 @@ Params are validated by `RobotParams` (unknown keys are errors).
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,14 @@ class _RobotSource(SourceType):
 
     def read(self, item: WorkItem, p: RobotParams, load_images: bool) -> RobotEpisode:
         raise NotImplementedError
+
+    def checked_root(self, cfg: SourceConfig) -> Path:
+        """The source's `path`, checked to exist, with the tracker checked when ToM samples are asked for."""
+        p = parse_params(RobotParams, cfg)
+        root = existing_path(p.path, cfg)
+        if p.tom:
+            require_backend(p, cfg)
+        return root
 
     def _episode(self, item: WorkItem, p: RobotParams, load_images: bool) -> RobotEpisode:
         ep = self.read(item, p, load_images)
@@ -124,10 +133,7 @@ def robot_action_samples(ep: RobotEpisode, stats: ActionStats, p: RobotParams) -
 @register_source("robot_episodes")
 class RecorderEpisodesSource(_RobotSource):
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
-        p = parse_params(RobotParams, cfg)
-        root = existing_path(p.path, cfg)
-        if p.tom:
-            require_backend(p, cfg)
+        root = self.checked_root(cfg)
         return [WorkItem(d.name, str(d)) for d in list_recorder_episodes(root)]
 
     def read(self, item: WorkItem, p: RobotParams, load_images: bool) -> RobotEpisode:
@@ -137,10 +143,7 @@ class RecorderEpisodesSource(_RobotSource):
 @register_source("lerobot")
 class LeRobotSource(_RobotSource):
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
-        p = parse_params(RobotParams, cfg)
-        root = existing_path(p.path, cfg)
-        if p.tom:
-            require_backend(p, cfg)
+        root = self.checked_root(cfg)
         try:
             return [WorkItem(f"episode_{i:06d}", (str(root), i))
                     for i in list_lerobot_episodes(root)]
@@ -155,10 +158,7 @@ class LeRobotSource(_RobotSource):
 @register_source("hdf5")
 class Hdf5Source(_RobotSource):
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
-        p = parse_params(RobotParams, cfg)
-        root = existing_path(p.path, cfg)
-        if p.tom:
-            require_backend(p, cfg)
+        root = self.checked_root(cfg)
         files = [root] if root.is_file() else sorted(
             f for f in root.rglob("*") if f.suffix.lower() in HDF5_SUFFIXES)
         items = []
