@@ -92,8 +92,9 @@ def _raw_items(path: str, cfg: SourceConfig, prefix: str = "") -> list[WorkItem]
             items.append(WorkItem(f"{stem}-file", ("error", exc.reason, str(exc))))
             continue
         for r in records:
-            value = ("error", r.value.reason, str(r.value)) if isinstance(r.value, LayoutError) else r.value
-            items.append(WorkItem(f"{stem}-{r.index:07d}", ("record", r.file, r.index, r.where, value)))
+            payload = ("error", r.value.reason, str(r.value)) if isinstance(r.value, LayoutError) \
+                else ("record", r.file, r.index, r.where, r.value)
+            items.append(WorkItem(f"{stem}-{r.index:07d}", payload))
     return items
 
 
