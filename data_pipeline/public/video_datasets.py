@@ -33,10 +33,9 @@ from data_pipeline.build.registry import SkipItem, SourceConfig, SourceType, Wor
 from data_pipeline.public.video_layouts import (BadRecord, Entry, VideoWindow, read_ego4d, read_epic_kitchens,
                                                 read_ssv2)
 from data_pipeline.tom.sources import TomOptions, existing_path, require_backend, tom_samples
-from data_pipeline.tom.video import (VideoError, VideoInfo, probe_video, read_frame_range, read_video,
+from data_pipeline.tom.video import (VideoError, VideoInfo, probe_video, read_frames_at, read_video,
                                      sample_indices)
 
-READ_CHUNK = 64  # source frames decoded per read: bounds memory on long, subsampled windows
 _EPS = 1e-6
 
 
@@ -73,12 +72,13 @@ def find_video(root: Path, window: VideoWindow, annotations: str) -> Path:
                    f"under {root}")
 
 
-def frame_span(window: VideoWindow, info: VideoInfo, window_s: float | None = None) -> tuple[int, int]:
+def frame_span(window: VideoWindow, info: VideoInfo, window_s: float | None = None,
+               where: str = "") -> tuple[int, int]:
     """[first, end) source frames of the annotated window: the frames whose time i/fps lies in
     [start_s, end_s) (a centred window of `window_s` for point annotations, cut at the video's
     ends). Raises SkipItem('window_outside_video')."""
     fps, n = info.fps, info.num_frames  # n == 0: the container does not say; decoding will tell
-    where = f"record {window.item_id!r}, {info.path}"
+    where = where or f"record {window.item_id!r} ({info.path})"
     if window.centre_s is not None:
         if window_s is None:
             raise ValueError("a point-in-time annotation needs window_s")
@@ -98,18 +98,11 @@ def frame_span(window: VideoWindow, info: VideoInfo, window_s: float | None = No
     return first, min(stop, n) if n else stop
 
 
-def read_window(path: Path, first: int, indices: list[int]) -> np.ndarray:
-    """Frames first+i for i in `indices` (sorted), decoded in chunks of READ_CHUNK source frames
-    so a long subsampled window never holds more than one chunk of unused frames."""
-    out: list[np.ndarray] = []
-    pos = 0
-    while pos < len(indices):
-        c0 = indices[pos]
-        wanted = [i for i in indices[pos:] if i < c0 + READ_CHUNK]
-        chunk = read_frame_range(path, first + c0, wanted[-1] - c0 + 1)
-        out.extend(chunk[i - c0] for i in wanted)
-        pos += len(wanted)
-    return np.stack(out)
+def read_window(path: Path, info: VideoInfo, first: int, indices: list[int]) -> np.ndarray:
+    """Frames first+i for i in `indices`: one seek to the keyframe before the first of them, and
+    only the kept frames are held (a long, subsampled window costs its span, not the file)."""
+    times = info.start_s + (first + np.asarray(indices, dtype=np.float64)) / info.fps
+    return read_frames_at(path, times)
 
 
 # ---------------------------------------------------------------- the source types
@@ -183,14 +176,14 @@ class _VideoLayoutSource(SourceType):
             all_frames, _ = read_video(video)
             first, stop = 0, len(all_frames)
         else:
-            first, stop = frame_span(window, info, self.window_seconds(p))
+            first, stop = frame_span(window, info, self.window_seconds(p), where)
         keep = sample_indices(max(0, stop - first), info.fps, p.fps, p.stride)
         truncated = p.max_frames is not None and len(keep) > p.max_frames
         keep = keep[:p.max_frames] if truncated else keep
         if len(keep) < p.window:
             raise SkipItem("too_short", f"{where}: the window gives {len(keep)} frames (frames {first}..{stop - 1} "
                            f"at {info.fps:g} fps, fps={p.fps}, stride={p.stride}); window needs {p.window}")
-        frames = all_frames[keep] if whole else read_window(video, first, keep)
+        frames = all_frames[keep] if whole else read_window(video, info, first, keep)
         return first, stop, keep, frames, truncated
 
 
