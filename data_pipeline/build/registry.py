@@ -118,7 +118,8 @@ def register_source(type_name: str) -> Callable[[S], S]:
 def _load_builtin_sources() -> None:
     for module in ("data_pipeline.som.sources", "data_pipeline.tom.sources",
                    "data_pipeline.robot.sources", "data_pipeline.public.video_datasets",
-                   "data_pipeline.public.ui_sources", "data_pipeline.public.mind2web"):
+                   "data_pipeline.public.ui_sources", "data_pipeline.public.mind2web",
+                   "data_pipeline.robot.rlds"):
         importlib.import_module(module)
 
 
