@@ -193,13 +193,19 @@ def test_epic_source(epic: Path, tmp_path: Path) -> None:
 
 
 def test_epic_resampled_window(epic: Path, tmp_path: Path) -> None:
-    """fps=12 keeps every second frame of the 24 fps segment; provenance stays in source frames."""
+    """fps=12 keeps every second frame of the 24 fps segment; provenance stays in source frames;
+    max_frames cuts a longer window and counts it."""
     src, samples = build(tmp_path, "epic_kitchens", path=str(epic / "EPIC_100_train.csv"),
                          video_root=str(epic / "videos"), fps=12, window=6, window_stride=6)
     frames = sorted(s.frame for s in samples if s.meta["narration_id"] == "P01_01_0")
     assert frames == [12, 24]  # 12 kept frames (12, 14, ..., 34) -> clips at offsets 0 and 6
+    assert src["dropped"] == {}
     # P01_01_1: 0.00..0.45 s = 10 frames at 24 fps -> 5 at 12 fps, fewer than the window of 6
     assert src["skipped"]["too_short"] == 1 and skip_details(src)["P01_01_1"][0] == "too_short"
+    src, samples = build(tmp_path / "cut", "epic_kitchens", path=str(epic / "EPIC_100_train.csv"),
+                         video_root=str(epic / "videos"), fps=12, window=6, window_stride=6, max_frames=8)
+    assert sorted(s.frame for s in samples if s.meta["narration_id"] == "P01_01_0") == [12]
+    assert src["dropped"] == {"window_truncated": 1}  # P01_01_0: 12 frames -> 8; P03_101_0 has 8
 
 
 def test_epic_reader_rejects_other_csv(tmp_path: Path) -> None:
