@@ -21,7 +21,11 @@ Which normalised values a bin holds and decodes to is the checkpoint's binning
                 at 254). Under reuse_last that is the release's id `vocab_size - digitize(a)` and
                 its decoding `centres[clip(vocab_size - id - 1, 0, 254)]`.
 
-Statistics live in the checkpoint folder as `action_stats.json` ({dataset: stats}).
+Statistics live in the checkpoint folder as `action_stats.json` ({dataset: stats}). A stats
+`mask` (OpenVLA's `dataset_statistics.json` field of the same name) marks the dimensions that are
+normalised (True); a False dimension, such as an absolute gripper command in [0, 1], is passed
+through unnormalised (clipped to [-1, 1] for binning) and decoded as the bin value itself, as
+OpenVLA / Magma train and un-normalise it. No mask: every dimension is normalised.
 """
 from __future__ import annotations
 
@@ -152,7 +156,8 @@ class ActionVocab:
 
 @dataclass
 class ActionStats:
-    """Per-dimension statistics of one dataset's actions."""
+    """Per-dimension statistics of one dataset's actions; `mask` (None: all True) says which
+    dimensions are normalised with q01/q99 (module docstring)."""
 
     q01: list[float]
     q99: list[float]
@@ -161,13 +166,23 @@ class ActionStats:
     min: list[float]
     max: list[float]
     count: int
+    mask: list[bool] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mask is not None and len(self.mask) != len(self.q01):
+            raise ValueError(f"action stats mask has {len(self.mask)} entries for {len(self.q01)} dimensions")
 
     @property
     def dim(self) -> int:
         return len(self.q01)
 
+    @property
+    def normalized(self) -> np.ndarray:
+        """Boolean [D]: True where a dimension is normalised."""
+        return np.ones(self.dim, dtype=bool) if self.mask is None else np.asarray(self.mask, dtype=bool)
+
     @classmethod
-    def from_actions(cls, actions: np.ndarray) -> "ActionStats":
+    def from_actions(cls, actions: np.ndarray, mask: Sequence[bool] | None = None) -> "ActionStats":
         a = np.asarray(actions, dtype=np.float64)
         if a.ndim != 2 or a.shape[0] == 0:
             raise ValueError(f"actions must be [N, D] with N > 0, got shape {a.shape}")
@@ -179,7 +194,7 @@ class ActionStats:
 
         return cls(q01=lst(np.quantile(a, 0.01, axis=0)), q99=lst(np.quantile(a, 0.99, axis=0)),
                    mean=lst(a.mean(0)), std=lst(a.std(0)), min=lst(a.min(0)), max=lst(a.max(0)),
-                   count=int(a.shape[0]))
+                   count=int(a.shape[0]), mask=None if mask is None else [bool(m) for m in mask])
 
 
 def save_action_stats(stats: dict[str, ActionStats], folder: str | Path) -> Path:
@@ -214,8 +229,10 @@ class ActionTokenizer:
         self.vocab_size = self.vocab.end  # one past the last action id
         self.first_id = self.vocab.start
         self.stats = stats
-        self._lo = np.asarray(stats.q01, dtype=np.float64)
-        self._hi = np.asarray(stats.q99, dtype=np.float64)
+        # An unnormalised dimension (mask False) maps through [-1, 1] unchanged.
+        keep = stats.normalized
+        self._lo = np.where(keep, np.asarray(stats.q01, dtype=np.float64), -1.0)
+        self._hi = np.where(keep, np.asarray(stats.q99, dtype=np.float64), 1.0)
         # A constant dimension (q01 == q99) would divide by zero: give it a unit range.
         span = self._hi - self._lo
         self._span = np.where(span > 1e-12, span, 1.0)
@@ -293,6 +310,6 @@ class ActionTokenizer:
         return mask
 
     def max_abs_error(self) -> np.ndarray:
-        """Worst-case per-dimension decoding error for actions inside [q01, q99]: half a bin
-        (openvla: bin 255, a = 1 exactly, decodes to bin 254's centre, also half a bin away)."""
+        """Worst-case per-dimension decoding error for actions inside [q01, q99] ([-1, 1] for an
+        unnormalised dimension): half a bin (openvla: bin 255, a = 1 exactly, decodes to bin 254's centre, also half a bin away)."""
         return self.bin_width / 2.0 * self._span / 2.0
