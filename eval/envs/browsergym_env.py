@@ -362,6 +362,7 @@ class BrowserGymEnv:
         self.reset_seconds: list[float] = []  # each reset launches the browsers anew
         self.step_seconds: list[float] = []
         self.action_errors: list[str] = []
+        self.actions: list[str] = []  # every BrowserGym action string sent, in order
 
     def _scale(self) -> float:
         page = getattr(self._env.unwrapped, "page", None)
@@ -385,6 +386,7 @@ class BrowserGymEnv:
 
     def step(self, action: dict[str, Any]) -> StepResult:
         code = to_browsergym_action(action, self._elements)  # ValueError: not executable
+        self.actions.append(code)
         t0 = time.perf_counter()
         try:
             obs, reward, terminated, truncated, info = self._env.step(code)
