@@ -31,6 +31,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "model": ("magma.model_cli", "build, inspect and benchmark model checkpoints"),
     "data": ("data_pipeline.cli", "Set-of-Mark / Trace-of-Mark extraction and shard building"),
     "train": ("train.cli", "pretrain or fine-tune on shards (DeepSpeed, CPU or GPU)"),
+    "backbones": ("train.backbones.cli", "pretrain the embedded default's tiny LM and ConvNeXt tower here"),
     "serve": ("serve.cli", "policy server (hf or vLLM engine) for robots and browser agents"),
     "eval": ("eval.cli", "closed-loop evaluation on MiniWoB++ and Meta-World, offline metrics"),
     "demo": ("serve.demo.cli", "Gradio demo (Set-of-Mark, Trace-of-Mark, agent, live)"),
