@@ -126,3 +126,14 @@ def test_policy_on_a_tiny_checkpoint_end_to_end(data, tiny_checkpoint, tmp_path)
     # every step was answered by the model (raw text) or refused with a typed error, never a crash
     assert all(isinstance(s["prediction"].get("raw"), str) or s["prediction"].get("error") for s in steps)
     assert "checkpoint" in res["policy"]
+
+
+def test_rows_off_the_layout_are_not_scored_but_counted(tmp_path, capsys):
+    rows, _ = flight_task("a")
+    rows[1] = dict(rows[1], operation=json.dumps({"op": "DRAG", "original_op": "DRAG", "value": ""}))
+    write_parquet(tmp_path / "d.parquet", rows)
+    res = run(tmp_path / "d.parquet", tmp_path / "out", "--agent", "oracle")
+    assert res["n_steps"] == 2 and res["skipped"] == {"unknown_operation": 1} and res["task_success_rate"] == 1.0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "unknown_operation 1" in report and f"{tmp_path / 'd.parquet'} row 1" in report
+    assert main(["mind2web", "--help"]) == 0 and "operation_f1" in capsys.readouterr().out
