@@ -216,6 +216,7 @@ def run_offline(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from eval import ablation
+    from eval.benchmarks import browsergym, mind2web, screenspot
 
     p = argparse.ArgumentParser(prog="magma eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_offline(sub)
     ablation.add_command(sub)
+    screenspot.add_command(sub)
+    mind2web.add_command(sub)
+    browsergym.add_command(sub)
     return p
 
 
