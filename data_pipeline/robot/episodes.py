@@ -2,10 +2,7 @@
 
 Formats:
 - recorder: the project's own folders (`magma.episode`: episode.json + frames.npz + steps.jsonl).
-- LeRobotDataset v3.0: `meta/info.json`, `meta/episodes/chunk-*/file-*.parquet`,
-  `meta/tasks.parquet`, `data/chunk-XXX/file-XXX.parquet` (many episodes per file) and
-  `videos/<camera>/chunk-XXX/file-XXX.mp4` (many episodes per video, located by
-  from/to timestamps).
+- LeRobotDataset v3.0: in `data_pipeline.robot.lerobot` (its names are re-exported here).
 - HDF5 robomimic / LIBERO: `data/demo_N/actions [T, D]`, `data/demo_N/obs/<camera> [T, H, W, 3]`,
   low-dimensional obs as proprio, instruction from `data.attrs["problem_info"]` (LIBERO) or
   the file name.
@@ -19,7 +16,7 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -27,7 +24,19 @@ from magma.action_tokenizer import ActionStats
 from magma.episode import EPISODE_FRAMES, EPISODE_META, EpisodeMeta, iter_episode_dirs
 
 from data_pipeline.build.skips import SkipItem
-from data_pipeline.tom.video import VideoError, read_frame_range
+
+# The LeRobot reader lives in data_pipeline.robot.lerobot (it imports this module); these names
+# stay importable from here (PEP 562).
+_LEROBOT_NAMES = ("LEROBOT_INFO", "LEROBOT_DATA_PATH", "LEROBOT_VIDEO_PATH", "LEROBOT_TASKS",
+                  "is_lerobot_dataset", "list_lerobot_episodes", "read_lerobot_episode")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LEROBOT_NAMES:
+        from data_pipeline.robot import lerobot
+
+        return getattr(lerobot, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class EpisodeError(SkipItem):
@@ -74,12 +83,13 @@ def check_episode(ep: RobotEpisode, need_images: bool = True) -> RobotEpisode:
     return ep
 
 
-def action_stats(episodes_actions: Iterable[np.ndarray]) -> ActionStats:
-    """Statistics over all steps of the (already checked) episodes of one dataset."""
+def action_stats(episodes_actions: Iterable[np.ndarray], mask: Sequence[bool] | None = None) -> ActionStats:
+    """Statistics over all steps of the (already checked) episodes of one dataset; `mask`: the
+    normalised dimensions (ActionStats.mask)."""
     arrays = [np.asarray(a, dtype=np.float64) for a in episodes_actions]
     if not arrays:
         raise ValueError("no episodes to compute action statistics from")
-    return ActionStats.from_actions(np.concatenate(arrays, 0))
+    return ActionStats.from_actions(np.concatenate(arrays, 0), mask=mask)
 
 
 # ---------------------------------------------------------------- recorder format
@@ -116,100 +126,6 @@ def read_recorder_episode(folder: str | Path, load_images: bool = True,
     return RobotEpisode(episode_id=meta.episode_id, instruction=meta.instruction, actions=actions,
                         images=images, proprio=proprio, dataset=dataset or meta.env, fps=meta.fps,
                         split=meta.split, num_frames=num_frames)
-
-
-# ---------------------------------------------------------------- LeRobotDataset v3.0
-
-LEROBOT_INFO = "meta/info.json"
-LEROBOT_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-LEROBOT_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-
-
-def is_lerobot_dataset(root: str | Path) -> bool:
-    return (Path(root) / LEROBOT_INFO).is_file()
-
-
-def _lerobot_info(root: Path) -> dict:
-    try:
-        info = json.loads((root / LEROBOT_INFO).read_text())
-    except Exception as exc:
-        raise EpisodeError("unreadable_dataset", f"{root / LEROBOT_INFO}: {exc}") from exc
-    version = str(info.get("codebase_version", ""))
-    if not version.startswith("v3"):
-        raise EpisodeError("unsupported_version", f"{root}: codebase_version {version!r}; this "
-                           "reader handles LeRobotDataset v3.x (convert older sets with LeRobot's "
-                           "conversion script)")
-    return info
-
-
-def _lerobot_episode_table(root: Path) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    files = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
-    if not files:
-        raise EpisodeError("unreadable_dataset", f"{root}/meta/episodes: no episode metadata")
-    rows: list[dict] = []
-    for f in files:
-        rows.extend(pq.read_table(f).to_pylist())
-    return sorted(rows, key=lambda r: int(r["episode_index"]))
-
-
-def _lerobot_video_keys(info: dict) -> list[str]:
-    return [k for k, v in info.get("features", {}).items() if v.get("dtype") == "video"]
-
-
-def list_lerobot_episodes(root: str | Path) -> list[int]:
-    root = Path(root)
-    _lerobot_info(root)
-    return [int(r["episode_index"]) for r in _lerobot_episode_table(root)]
-
-
-def read_lerobot_episode(root: str | Path, episode_index: int, camera: str | None = None,
-                         load_images: bool = True, dataset: str | None = None) -> RobotEpisode:
-    """One episode of a LeRobot v3 dataset: actions/state from parquet, frames from the mp4."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    root = Path(root)
-    info = _lerobot_info(root)
-    rows = [r for r in _lerobot_episode_table(root) if int(r["episode_index"]) == episode_index]
-    if not rows:
-        raise EpisodeError("missing_episode", f"{root}: no episode {episode_index}")
-    row = rows[0]
-    fps = float(info.get("fps", 10))
-    data_file = root / info.get("data_path", LEROBOT_DATA_PATH).format(
-        chunk_index=int(row["data/chunk_index"]), file_index=int(row["data/file_index"]))
-    try:
-        table = pq.read_table(data_file)
-        table = table.filter(pc.equal(table["episode_index"], episode_index))
-        table = table.sort_by("frame_index")
-        actions = np.asarray(table["action"].to_pylist(), dtype=np.float64)
-        proprio = (np.asarray(table["observation.state"].to_pylist(), dtype=np.float64)
-                   if "observation.state" in table.column_names else None)
-    except Exception as exc:
-        raise EpisodeError("unreadable_episode",
-                           f"{data_file}: {type(exc).__name__}: {exc}") from exc
-    tasks = row.get("tasks") or []
-    instruction = str(tasks[0]) if tasks else ""
-    images = None
-    if load_images:
-        keys = _lerobot_video_keys(info)
-        key = camera or (keys[0] if keys else None)
-        if key is None or key not in keys:
-            raise EpisodeError("no_camera", f"{root}: camera {camera!r} not among video "
-                               f"features {keys}")
-        video_file = root / info.get("video_path", LEROBOT_VIDEO_PATH).format(
-            video_key=key, chunk_index=int(row[f"videos/{key}/chunk_index"]),
-            file_index=int(row[f"videos/{key}/file_index"]))
-        video_fps = float(info["features"][key].get("info", {}).get("video.fps", fps))
-        start = int(round(float(row[f"videos/{key}/from_timestamp"]) * video_fps))
-        try:
-            images = read_frame_range(video_file, start, int(row["length"]))
-        except VideoError as exc:
-            raise EpisodeError("unreadable_video", str(exc)) from exc
-    return RobotEpisode(episode_id=f"episode_{episode_index:06d}", instruction=instruction,
-                        actions=actions, images=images, proprio=proprio,
-                        dataset=dataset or root.name, fps=fps, num_frames=int(row["length"]))
 
 
 # ---------------------------------------------------------------- HDF5 (robomimic / LIBERO)

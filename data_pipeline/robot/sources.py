@@ -9,7 +9,10 @@ and return them as {"action_stats": {dataset: stats}}; `process` tokenises actio
 A source that emits action samples also returns {"inference": {dataset: {"chunk", "use_proprio",
 "action_dim", "proprio_dim"}}} (magma.inference_settings.ActionSettings): what its prompts and
 targets were built with, which the manifest carries into every checkpoint trained on it.
-Params are validated by `RobotParams` (unknown keys are errors).
+Params are validated by `RobotParams` (unknown keys are errors). `unnormalized_dims` (e.g. [6] or
+[-1], the gripper) leaves those action dimensions unnormalised, as OpenVLA's
+`action_normalization_mask` and Magma do; the statistics record it as `mask` (ActionStats.mask),
+which the action tokenizer, the checkpoint and serving apply.
 """
 from __future__ import annotations
 
@@ -21,15 +24,17 @@ import numpy as np
 from pydantic import Field
 
 from magma.action_tokenizer import ActionStats, ActionTokenizer
+from magma.config_io import ConfigError
 from magma.prompts import robot_action_prompt
 from magma.schema import Sample, Turn
 
 from data_pipeline.build.registry import (SkipItem, SourceConfig, SourceType, WorkItem, parse_params,
                                           register_source)
 from data_pipeline.robot.episodes import (HDF5_SUFFIXES, EpisodeError, RobotEpisode, action_stats,
-                                          check_episode, list_hdf5_episodes, list_lerobot_episodes,
-                                          list_recorder_episodes, read_hdf5_episode,
-                                          read_lerobot_episode, read_recorder_episode)
+                                          check_episode, list_hdf5_episodes, list_recorder_episodes,
+                                          read_hdf5_episode, read_recorder_episode)
+from data_pipeline.robot.lerobot import (check_camera_decodes, load_lerobot_meta, read_lerobot_episode,
+                                         resolve_camera)
 from data_pipeline.tom.sources import (ACTION_VOCAB, TomOptions, existing_path, require_backend,
                                        tom_samples)
 
@@ -42,8 +47,9 @@ class RobotParams(TomOptions):
     use_proprio: bool = False  # put the state vector in the prompt
     tom: bool = True  # also emit ToM trace samples on clip windows
     actions: bool = True  # emit the action samples (false: a ToM-only source of the same episodes)
-    camera: str | None = None  # LeRobot video key / HDF5 image observation
-
+    camera: str | None = None  # LeRobot video key (default: the first) / HDF5 image observation
+    # Action dimensions left unnormalised (negative counts from the end: [-1] is the last).
+    unnormalized_dims: list[int] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------- robot episodes
@@ -83,8 +89,9 @@ class _RobotSource(SourceType):
             dims = proprio_dims.setdefault(ep.dataset, set())
             if ep.proprio is not None:
                 dims.add(int(ep.proprio.shape[1]))
-        context: dict[str, Any] = {"action_stats": {name: asdict(action_stats(acts))
-                                                    for name, acts in sorted(by_dataset.items())}}
+        context: dict[str, Any] = {"action_stats": {
+            name: asdict(action_stats(acts, normalize_mask(p, acts[0].shape[1], name, cfg)))
+            for name, acts in sorted(by_dataset.items())}}
         if p.actions:
             context["inference"] = {name: inference_entry(p, by_dataset[name][0].shape[1], proprio_dims[name])
                                     for name in sorted(by_dataset)}
@@ -105,6 +112,19 @@ class _RobotSource(SourceType):
                                  dataset=ep.dataset, episode=ep.episode_id, split=ep.split)
             samples.extend(tom)
         return samples
+
+
+def normalize_mask(p: RobotParams, action_dim: int, dataset: str, cfg: SourceConfig) -> list[bool] | None:
+    """ActionStats.mask from `unnormalized_dims` (None when every dimension is normalised)."""
+    if not p.unnormalized_dims:
+        return None
+    bad = [d for d in p.unnormalized_dims if not -action_dim <= d < action_dim]
+    if bad:
+        raise ConfigError(f"params.unnormalized_dims: {bad} outside the {action_dim} action dimensions of "
+                          f"dataset {dataset!r}", key=f"source {cfg.name!r} ({cfg.type})",
+                          fix=f"use indices in [0, {action_dim}) or negative ones from the end")
+    off = {d % action_dim for d in p.unnormalized_dims}
+    return [i not in off for i in range(action_dim)]
 
 
 def inference_entry(p: RobotParams, action_dim: int, proprio_dims: set[int]) -> dict[str, Any]:
@@ -143,12 +163,24 @@ class RecorderEpisodesSource(_RobotSource):
 @register_source("lerobot")
 class LeRobotSource(_RobotSource):
     def list_items(self, cfg: SourceConfig) -> list[WorkItem]:
+        """Episodes of the dataset; a camera it lacks is a ConfigError, a video codec nothing here
+        decodes skips the whole source under `unreadable_video` (one message, not one per episode)."""
         root = self.checked_root(cfg)
+        p = parse_params(RobotParams, cfg)
         try:
-            return [WorkItem(f"episode_{i:06d}", (str(root), i))
-                    for i in list_lerobot_episodes(root)]
+            meta = load_lerobot_meta(root)
         except EpisodeError as exc:
-            raise SkipItem(exc.reason, str(exc)) from None
+            raise SkipItem(exc.reason, f"source {cfg.name!r}: {exc.detail}") from None
+        try:
+            camera = resolve_camera(meta, p.camera)
+        except EpisodeError as exc:
+            raise ConfigError(f"params.camera: {exc.detail}", key=f"source {cfg.name!r} ({cfg.type})",
+                              fix=f"choose one of {meta.video_keys}") from None
+        try:
+            check_camera_decodes(meta, camera)
+        except EpisodeError as exc:
+            raise SkipItem(exc.reason, f"source {cfg.name!r}: {exc.detail}") from None
+        return [WorkItem(f"episode_{i:06d}", (str(root), i)) for i in meta.episodes]
 
     def read(self, item: WorkItem, p: RobotParams, load_images: bool) -> RobotEpisode:
         root, index = item.payload
