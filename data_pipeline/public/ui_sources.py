@@ -33,7 +33,7 @@ from magma.config_io import StrictModel
 from magma.layouts.errors import LayoutError
 from magma.layouts.json_records import RawRecord, json_files, read_json_records
 from magma.layouts.llava import LLAVA_IMAGE_TOKEN, LlavaRecord, parse_llava_record
-from magma.layouts.screenspot import IMAGES_DIR, parse_screenspot_record, screenspot_files
+from magma.layouts.screenspot import parse_screenspot_record, screenspot_files
 from magma.layouts.seeclick import parse_seeclick_record
 from magma.schema import IMAGE_PLACEHOLDER, Sample, Turn
 from data_pipeline.build.registry import SkipItem, SourceConfig, SourceType, WorkItem, register_source
@@ -271,7 +271,7 @@ class ScreenSpotSource(SourceType):
             rec = parse_screenspot_record(_raw(WorkItem(item.item_id, payload)), split)
         except LayoutError as exc:
             raise _layout_skip(exc) from None
-        image = _image(Path(p.path).expanduser() / IMAGES_DIR / rec.img_filename, rec.where)
+        image = _image(rec.image_path(Path(p.path).expanduser()), rec.where)
         h, w = image.shape[:2]
         x0, y0, x1, y1 = rec.box
         if x1 > w + 1 or y1 > h + 1:  # one pixel of slack for rounded annotations

@@ -156,6 +156,42 @@ def test_policy_agent_scores_pixel_points_and_counts_errors_as_misses(tmp_path: 
         assert Image.open(io.BytesIO(base64.b64decode(req["image"]))).size == im.size
 
 
+def test_the_benchmark_asks_what_the_screenspot_source_trains(tmp_path: Path):
+    """The policy agent's request, through serving's UI adapter, renders the very user turn of
+    the `screenspot` source's click samples, and the adapter maps the trained answer back onto
+    a pixel inside the box."""
+    from data_pipeline.build.registry import SourceConfig
+    from data_pipeline.build.writer import build_source, iter_shard
+    from serve.adapters.ui import prepare_ui, ui_response
+    from serve.api import ActRequest
+    from serve.engines.base import GenerationOutput
+
+    root = write_folder(tmp_path / "ss", per_split=2)
+    m = build_source(SourceConfig(name="ss", type="screenspot", params={"path": str(root)}), tmp_path / "b", 16,
+                     workers=0, progress=False)
+    samples = [s for n in m["shards"] for s in iter_shard(tmp_path / "b" / n)]
+    class Recorder:
+        requests: list[dict] = []
+
+        def act(self, request: dict) -> dict:
+            self.requests.append(request)
+            return {"kind": "ui", "point": None, "raw": ""}
+
+    backend = Recorder()
+    run_benchmark(root, PolicyAgent(backend), tmp_path / "out", progress=False)
+    from magma.layouts.screenspot import read_screenspot
+
+    records = {r.instruction: r for r in read_screenspot(root)[0]}
+    trained = {s.conversation[0].content: s.conversation[1].content for s in samples}
+    assert len(trained) == len(backend.requests) == 6
+    for request in backend.requests:
+        with Image.open(records[request["instruction"]].image_path(root)) as im:
+            gen, ctx = prepare_ui(ActRequest.model_validate(request), im.convert("RGB"), lambda user: user)
+        answer = trained[gen.prompt]  # the prompt served is the prompt trained
+        out = ui_response(GenerationOutput(token_ids=[], text=answer, finish_reason="stop"), ctx)
+        assert out.error is None and records[request["instruction"]].contains(*out.point)
+
+
 # ---------------------------------------------------------------- a real (tiny, random) model
 
 @pytest.fixture(scope="module")
