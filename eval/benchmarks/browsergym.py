@@ -15,7 +15,8 @@ Writes OUT/episodes.jsonl (one line per episode; a rerun resumes), OUT/results.j
                      "mean_steps", "latency_ms", "failure_reasons"}}},
                     "overall": {agent: {"success_rate", "ci95", "episodes", "successes"}},
                     "timing": {"reset_s", "env_step_s", "policy_ms": {"mean", "p50", "p95"}},
-                    "versions": {...}, "policy": "...", "max_steps": N}}
+                    "versions": {...}, "policy": "...", "max_steps": N,
+                    "screenshot": "viewport"|"task area"}}
 and OUT/report.md. browsergym is an optional install (see eval.envs.browsergym_env.INSTALL_HINT);
 without it the command fails with that one line.
 """
@@ -65,7 +66,8 @@ def make_agent(name: str, task: str, backend: Any) -> Any:
 
 def run_benchmark(tasks: Sequence[str], episodes: int, agents: Sequence[str], backend: Any, out: str | Path,
                   max_steps: int = MAX_STEPS, seed_offset: int = 0, chromium: str | None = None,
-                  pre_observation_delay: float | None = None, progress: bool = True) -> list[dict[str, Any]]:
+                  pre_observation_delay: float | None = None, crop_to_task: bool = False,
+                  progress: bool = True) -> list[dict[str, Any]]:
     """Runs every agent on every task for `episodes` held-out seeds, appending one record per
     episode to OUT/episodes.jsonl (episodes already there are not rerun); returns all records.
     A record is the closed-loop EpisodeRecord (env "browsergym") plus `reset_s`, `env_step_s`
@@ -88,7 +90,7 @@ def run_benchmark(tasks: Sequence[str], episodes: int, agents: Sequence[str], ba
         bar.update(len(agents) * len(seeds) - len(todo))
         if not todo:
             continue
-        with BrowserGymEnv(task, chromium or CHROMIUM_EXECUTABLE, pre_observation_delay) as env:
+        with BrowserGymEnv(task, chromium or CHROMIUM_EXECUTABLE, pre_observation_delay, crop_to_task) as env:
             for agent_name, seed in todo:
                 agent = make_agent(agent_name, task, backend)
                 before = [len(env.reset_seconds), len(env.step_seconds), len(env.actions), len(env.action_errors)]
@@ -138,7 +140,8 @@ def write_report(out: str | Path, results: dict[str, Any]) -> Path:
     lines = ["# BrowserGym MiniWoB++ (browsergym/miniwob.*)", "",
              f"- policy: {block.get('policy')}",
              f"- versions: {', '.join(f'{k} {v}' for k, v in (block.get('versions') or {}).items())}",
-             f"- held-out seeds, at most {block.get('max_steps')} steps per episode", "",
+             f"- held-out seeds, at most {block.get('max_steps')} steps per episode; the policy saw the "
+             f"{block.get('screenshot', 'viewport')} screenshot", "",
              "| task | agent | success [95% CI] | episodes | mean steps | policy p50 (ms) | failures |",
              "|---|---|---|---|---|---|---|"]
     for task, per_agent in block["tasks"].items():
@@ -163,13 +166,15 @@ def write_report(out: str | Path, results: dict[str, Any]) -> Path:
     return path
 
 
-def build_results(out: str | Path, agents: Sequence[str], policy: str, max_steps: int) -> dict[str, Any]:
+def build_results(out: str | Path, agents: Sequence[str], policy: str, max_steps: int,
+                  crop_to_task: bool = False) -> dict[str, Any]:
     """results.json + report.md from OUT/episodes.jsonl."""
     from eval.closed_loop import read_jsonl
     from eval.envs.browsergym_env import versions
 
     block = summarise(read_jsonl(Path(out) / EPISODES), agents)
-    block |= {"versions": versions(), "policy": policy, "max_steps": max_steps}
+    block |= {"versions": versions(), "policy": policy, "max_steps": max_steps,
+              "screenshot": "task area" if crop_to_task else "viewport"}
     results = {"browsergym": block}
     (Path(out) / RESULTS).write_text(json.dumps(results, indent=1))
     write_report(out, results)
@@ -194,6 +199,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chromium", help="chromium executable (default /usr/lib/chromium/chromium)")
     p.add_argument("--pre-observation-delay", type=float,
                    help="BrowserGym's wait after each action in seconds (its default 0.5)")
+    p.add_argument("--crop-task-area", action="store_true",
+                   help="send the policy only MiniWoB's task area (as its own screenshots are) instead of "
+                   "BrowserGym's whole viewport; use a fresh --out (a folder holds one setting)")
     p.add_argument("--out", required=True, help="folder for episodes.jsonl, results.json, report.md")
 
 
@@ -228,12 +236,12 @@ def run_command(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         run_benchmark(tasks, args.episodes, agents, backend, args.out, args.max_steps, args.seed_offset,
-                      args.chromium, args.pre_observation_delay)
+                      args.chromium, args.pre_observation_delay, args.crop_task_area)
     except PolicyUnavailable as exc:
         return fail(args._prog, f"{exc} (run folder: {args.out})", 4)
     except (BrowserGymUnavailable, ValueError) as exc:
         return fail(args._prog, str(exc))
-    results = build_results(args.out, agents, described, args.max_steps)
+    results = build_results(args.out, agents, described, args.max_steps, args.crop_task_area)
     for task, per_agent in results["browsergym"]["tasks"].items():
         for agent, r in per_agent.items():
             print(f"{task:18} {agent:7} {r['success_rate']:.2f} [{r['ci95'][0]:.2f},{r['ci95'][1]:.2f}] "

@@ -266,13 +266,28 @@ def task_fields(task: str, goal: str) -> dict[str, str]:
         return {}
 
 
-def observation_from_browsergym(obs: dict[str, Any], task: str, scale: float) -> UIObservation:
-    """One BrowserGym observation -> our UIObservation (screenshot, goal, MiniWoB-style elements)."""
+def task_area(elements: Sequence[dict[str, Any]]) -> tuple[int, int] | None:
+    """(width, height) in screenshot pixels from the top-left corner to the far edges of MiniWoB's
+    task area (the `#wrap` element, 160x210 CSS px at the page's origin), None without one."""
+    wrap = next((e for e in elements if e.get("id") == "wrap"), None)
+    if wrap is None:
+        return None
+    return int(np.ceil(wrap["left"] + wrap["width"])), int(np.ceil(wrap["top"] + wrap["height"]))
+
+
+def observation_from_browsergym(obs: dict[str, Any], task: str, scale: float,
+                                crop_to_task: bool = False) -> UIObservation:
+    """One BrowserGym observation -> our UIObservation (screenshot, goal, MiniWoB-style elements).
+    `crop_to_task`: keep only the task area (what MiniWoB's own screenshots show; the crop starts
+    at the origin, so element boxes stay as they are)."""
     elements = elements_from_snapshot(obs["dom_object"], obs.get("extra_element_properties") or {}, scale,
                                       obs.get("focused_element_bid") or None)
     goal = str(obs.get("goal") or "")
-    screenshot = np.ascontiguousarray(np.asarray(obs["screenshot"], dtype=np.uint8)[..., :3])
-    return UIObservation(goal, screenshot, elements, task_fields(task, goal))
+    screenshot = np.asarray(obs["screenshot"], dtype=np.uint8)[..., :3]
+    area = task_area(elements) if crop_to_task else None
+    if area is not None:
+        screenshot = screenshot[:area[1], :area[0]]
+    return UIObservation(goal, np.ascontiguousarray(screenshot), elements, task_fields(task, goal))
 
 
 # ---------------------------------------------------------------- action
@@ -338,9 +353,12 @@ class BrowserGymEnv:
     env_name = "browsergym"
 
     def __init__(self, task: str, chromium: str = CHROMIUM_EXECUTABLE,
-                 pre_observation_delay: float | None = None) -> None:
+                 pre_observation_delay: float | None = None, crop_to_task: bool = False) -> None:
         """`pre_observation_delay`: BrowserGym's wait after each action (default 0.5 s, kept
-        unless given: it lets the page's events settle, which its scoring assumes)."""
+        unless given: it lets the page's events settle, which its scoring assumes).
+        `crop_to_task`: screenshots cut to MiniWoB's task area (BrowserGym's own are the whole
+        332x214 viewport, zoomed 1.5x; the task area is its top-left 160x210)."""
+        self.crop_to_task = crop_to_task
         require_browsergym()
         os.environ.setdefault("MINIWOB_URL", miniwob_pages_url())
         import gymnasium as gym
@@ -369,7 +387,7 @@ class BrowserGymEnv:
         return float(getattr(page, "_bgym_scale_factor", 1.0))
 
     def _observation(self, obs: dict[str, Any]) -> UIObservation:
-        ui = observation_from_browsergym(obs, self.task, self._scale())
+        ui = observation_from_browsergym(obs, self.task, self._scale(), self.crop_to_task)
         self._elements = ui.elements
         return ui
 

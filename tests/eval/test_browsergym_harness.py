@@ -112,6 +112,22 @@ def test_snapshot_becomes_miniwob_style_elements():
     json.dumps(els)  # json-safe: what a request carries
 
 
+def test_observation_keeps_goal_fields_and_crops_to_the_task_area_on_request():
+    import numpy as np
+
+    from eval.envs.browsergym_env import observation_from_browsergym
+
+    dom, extra = _snapshot()
+    obs = {"dom_object": dom, "extra_element_properties": extra, "focused_element_bid": "",
+           "goal": 'Click on the "ok" button.', "screenshot": np.zeros((321, 498, 3), np.uint8)}
+    full = observation_from_browsergym(obs, "click-button", SCALE)
+    assert full.screenshot.shape == (321, 498, 3) and full.utterance == 'Click on the "ok" button.'
+    assert full.fields == {"target": "ok"}  # miniwob's own field extractor for the task
+    cropped = observation_from_browsergym(obs, "click-button", SCALE, crop_to_task=True)
+    assert cropped.screenshot.shape == (315, 240, 3)  # #wrap: 160x210 CSS px at zoom 1.5
+    assert cropped.elements == full.elements
+
+
 def test_marks_and_experts_read_the_elements_and_act_by_bid():
     from data_pipeline.perception import marks_from_dom_elements
     from eval.envs.miniwob_experts import expert_action
