@@ -1,18 +1,25 @@
 """Training throughput on CPU: 1 process vs 2 ranks ZeRO-2, padded vs packed rows (samples/s and
-the per-sample loss difference packing leaves), padding with/without packing, and the
-fraction of step time spent waiting for data. Ratios are against baselines measured in this run.
+the per-sample loss difference packing leaves), padding with/without packing, the fraction of
+step time spent waiting for data, and the useful training FLOP/s (magma.flops: real tokens only)
+against this machine's fp32 GEMM peak measured in the same run, with a table of where one step's
+time goes. Ratios are against baselines measured in this run.
 
     .venv/bin/python bench/train.py                        # tiny model (configs/model/tiny.yaml)
+    .venv/bin/python bench/train.py --shards /tmp/qs/runs/latest/shards --micro-batch 16 --steps 20
     .venv/bin/python bench/train.py --model-config tests/train/micro_model.yaml --steps 10
     .venv/bin/python bench/train.py --mfu            # GPU: model FLOPs utilisation of a ~1B model
 
-Synthetic shards (tests/synthetic_shards.py) unless --shards DIR points at real ones.
+Synthetic shards (tests/synthetic_shards.py) unless --shards DIR points at real ones. Lines other
+checks parse:
+    packing: samples/s x<R> vs padded (same shards), max per-sample loss difference <E>
+    cpu mfu: <P>% of measured GEMM peak (<achieved> / <peak> GFLOP/s)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -24,12 +31,40 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+# DeepSpeed's own timers (wall_clock_breakdown) print per step on rank 0, e.g.
+# "time (ms) | fwd: 1614.18 | bwd: 3116.42 | bwd_inner: 3022.34 | bwd_allreduce: 81.87 | step: 33.77"
+DS_TIMER = re.compile(r"\b(fwd|bwd|bwd_inner|bwd_allreduce|step|optimizer_allgather|optimizer_step): ([0-9.]+)")
+
+
+def deepspeed_timer_config(tmp: Path) -> Path:
+    """configs/deepspeed/zero2.json with DeepSpeed's wall-clock breakdown printed every step."""
+    ds = json.loads((REPO / "configs/deepspeed/zero2.json").read_text())
+    ds.update(wall_clock_breakdown=True, steps_per_print=1)
+    path = tmp / "zero2-timers.json"
+    path.write_text(json.dumps(ds))
+    return path
+
+
+def deepspeed_timers(output: str, warmup: int) -> dict[str, float]:
+    """Median ms per step of each DeepSpeed timer in a run's output (first `warmup` steps dropped)."""
+    seen: dict[str, list[float]] = {}
+    for line in output.splitlines():
+        if "time (ms)" in line and "microstep" not in line:
+            for name, ms in DS_TIMER.findall(line):
+                seen.setdefault(name, []).append(float(ms))
+    return {k: statistics.median(v[warmup:] or v) for k, v in seen.items()}
+
+
 def run_training(run_dir: Path, args: argparse.Namespace, shards: Path, ranks: int, micro: int,
-                 extra: tuple[str, ...] = ()) -> list[dict]:
+                 extra: tuple[str, ...] = (), timers: dict[str, float] | None = None) -> list[dict]:
+    """Runs train on `ranks` processes; the metrics rows after warm-up. With `timers` (a dict to
+    fill), DeepSpeed runs print their wall-clock breakdown and its medians land there."""
     overrides = [f"run_dir={run_dir}", f"data.shards={shards}", f"max_steps={args.steps}",
                  f"micro_batch_size={micro}", "grad_accum=1", "checkpoint.every=0", "log.tensorboard=false",
                  "log.progress=false", f"data.num_workers={args.workers}", f"model.config={args.model_config}",
-                 "dist.zero_stage=2", "checkpoint.resume=never", *extra]
+                 "dist.zero_stage=2", "checkpoint.resume=never", "log.every=1", *extra]
+    if timers is not None and ranks > 1:
+        overrides.append(f"dist.deepspeed_config={deepspeed_timer_config(run_dir.parent)}")
     cmd = ["-m", "train", "--config", "configs/train/tiny.yaml"] + [a for o in overrides for a in ("--set", o)]
     if ranks > 1:
         with socket.socket() as s:
@@ -40,8 +75,31 @@ def run_training(run_dir: Path, args: argparse.Namespace, shards: Path, ranks: i
     proc = subprocess.run([sys.executable] + cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"bench: training with {ranks} rank(s) failed:\n{proc.stderr[-3000:]}")
+    if timers is not None:
+        timers.update(deepspeed_timers(proc.stdout + proc.stderr, args.warmup))
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     return rows[args.warmup:]  # the first steps pay for allocation and worker start-up
+
+
+def gemm_peak(threads: int, n: int = 2048, reps: int = 6) -> float:
+    """This machine's fp32 GEMM peak in FLOP/s: the fastest of `reps` n x n torch.matmul on
+    `threads` threads (the cores the training uses)."""
+    import time
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    torch.set_num_threads(before)
+    return 2.0 * n ** 3 / best
 
 
 def padding_fraction(shards: Path, model_config: str, packing: bool, batches: int, micro: int) -> float:
@@ -140,8 +198,97 @@ def measure_mfu(args: argparse.Namespace, tmp: Path, shards: Path) -> None:
 def summary(rows: list[dict]) -> dict[str, float]:
     med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
     return {"samples_per_s": med("samples_per_s"), "tokens_per_s": med("tokens_per_s"),
+            "flops_per_s": med("flops_per_s"), "step_time_s": med("step_time_s"),
+            "tokens_per_step": med("tokens_per_s") * med("step_time_s"),
             "data_wait_frac": sum(r["data_wait_frac"] * r["step_time_s"] for r in rows)
             / sum(r["step_time_s"] for r in rows)}
+
+
+PARTS = ("data", "vision fwd", "LM fwd", "LM bwd", "vision bwd", "optimizer")
+
+
+def step_breakdown(shards: Path, model_config: str, micro: int, packing: bool, pack_length: int,
+                   threads: int, steps: int, warmup: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Where one training step's wall time goes, in this process (1 process, `threads` threads,
+    AdamW as the torch engine runs it): (median seconds per part, useful training FLOPs per part).
+    'data' is the loader's work (shard read, image decode, processor, collate) done inline: in
+    training a loader worker does it beside the step. The vision backward starts when the
+    gradient reaches the projected image features (projector backward counts as vision)."""
+    import time
+
+    import torch
+
+    from magma.build import build_model
+    from magma.flops import batch_flops
+    from magma.modeling_magma import causal_lm_loss
+    from train.data import MixedShardStream, StreamSpec
+    from train.engines import MODEL_INPUTS
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model, processor = build_model(model_config)[:2]
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False)  # as train/engines.py
+    ds = MixedShardStream(StreamSpec(str(shards), None, 0, 0, 1, micro, 0, packing=packing,
+                                     pack_length=pack_length), processor)
+    times: dict[str, list[float]] = {k: [] for k in PARTS}
+    flops: dict[str, list[float]] = {k: [] for k in PARTS}
+    image_id = model.config.image_token_id
+    for m in range(warmup + steps):
+        t = [time.perf_counter()]
+        batch = ds.micro_batch(m)
+        t.append(time.perf_counter())
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        reached: list[float] = []
+        ids = inputs.pop("input_ids")
+        embeds = model.get_input_embeddings()(ids.masked_fill(ids == image_id, 0))
+        if "pixel_values" in inputs:
+            feats = model.image_token_features(inputs.pop("pixel_values"), inputs.pop("image_grid", None))
+            feats.register_hook(lambda g, into=reached: into.append(time.perf_counter()))
+            embeds = embeds.masked_scatter((ids == image_id)[..., None], feats)
+        t.append(time.perf_counter())
+        logits = model(inputs_embeds=embeds, **inputs).logits
+        loss = causal_lm_loss(logits, batch["labels"], reduction="none").sum() / batch["n_target_tokens"]
+        t.append(time.perf_counter())
+        loss.backward()
+        t.append(time.perf_counter())
+        t[-1:] = [reached[0] if reached else t[-1], t[-1]]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t.append(time.perf_counter())
+        if m < warmup:
+            continue
+        f = batch_flops(model.config, batch)
+        vision, lm = f.vision + f.projector, f.lm_linear + f.lm_head + f.attention
+        for i, (part, work) in enumerate(zip(PARTS, (0.0, vision, lm, 2 * lm, 2 * vision, 0.0))):
+            times[part].append(t[i + 1] - t[i])
+            flops[part].append(work)
+    torch.set_num_threads(before)
+    return ({k: statistics.median(v) for k, v in times.items()},
+            {k: statistics.median(v) for k, v in flops.items()})
+
+
+def print_breakdown(times: dict[str, float], flops: dict[str, float], peak: float, threads: int,
+                    ds_timers: dict[str, float], two_step_s: float) -> None:
+    step = sum(times.values())
+    print(f"where one step goes (1 process, {threads} threads, packed; GEMM peak {peak / 1e9:.0f} GFLOP/s):")
+    print(f"  {'part':22s}{'ms/step':>9s}{'share':>8s}{'GFLOP':>8s}{'GFLOP/s':>9s}{'of peak':>9s}")
+    for part in PARTS:
+        rate = flops[part] / times[part] if times[part] else 0.0
+        print(f"  {part:22s}{times[part] * 1e3:9.0f}{times[part] / step:8.1%}{flops[part] / 1e9:8.2f}"
+              + (f"{rate / 1e9:9.1f}{rate / peak:9.1%}" if flops[part] else f"{'-':>9s}{'-':>9s}"))
+    total = sum(flops.values())
+    print(f"  {'step':22s}{step * 1e3:9.0f}{1:8.0%}{total / 1e9:8.2f}{total / step / 1e9:9.1f}"
+          f"{total / step / peak:9.1%}")
+    if ds_timers:
+        comm = ds_timers.get("bwd_allreduce", 0.0) + ds_timers.get("optimizer_allgather", 0.0)
+        print(f"  2 ranks ZeRO-2 (DeepSpeed timers, rank 0, ms/step): fwd {ds_timers.get('fwd', 0):.0f}, "
+              f"bwd {ds_timers.get('bwd_inner', 0):.0f}, gradient reduce + wait for the other rank "
+              f"{ds_timers.get('bwd_allreduce', 0):.0f}, optimizer {ds_timers.get('optimizer_step', 0):.0f}, "
+              f"parameter allgather {ds_timers.get('optimizer_allgather', 0):.0f}: communication "
+              f"{comm / 1e3 / two_step_s:.1%} of the step")
 
 
 def main() -> int:
@@ -154,6 +301,8 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers per rank")
     p.add_argument("--threads", type=int, default=2, help="CPU threads in total (split across ranks)")
     p.add_argument("--pack-length", type=int, default=1024, help="packed row length for the packing comparison")
+    p.add_argument("--breakdown-steps", type=int, default=4, help="steps timed part by part (0: no table)")
+    p.add_argument("--skip-ranks", action="store_true", help="no 2-rank runs (the mfu line then uses 1 process)")
     p.add_argument("--mfu", action="store_true", help="GPU only: MFU of a ~1B model instead of the CPU bench")
     p.add_argument("--mfu-batch", type=int, default=96, help="samples per micro batch (packed) for --mfu")
     args = p.parse_args()
@@ -168,26 +317,58 @@ def main() -> int:
         if args.mfu:
             measure_mfu(args, tmp, shards)
             return 0
-        print(f"model {args.model_config}, {args.steps} steps ({args.warmup} warm-up dropped), "
+        print(f"model {args.model_config}, shards {shards}, {args.steps} steps ({args.warmup} warm-up dropped), "
               f"global batch {args.micro_batch}, {args.threads} threads, {args.workers} loader worker(s)/rank")
-        one = summary(run_training(tmp / "one", args, shards, 1, args.micro_batch))
-        two = summary(run_training(tmp / "two", args, shards, 2, args.micro_batch // 2))
-        print(f"{'':28s}{'samples/s':>12s}{'tokens/s':>12s}{'data wait':>11s}")
-        for name, s in (("1 process (torch)", one), ("2 ranks ZeRO-2 (gloo)", two)):
-            print(f"{name:28s}{s['samples_per_s']:12.2f}{s['tokens_per_s']:12.1f}{s['data_wait_frac']:10.1%}")
-        print(f"2 ranks / 1 process: samples/s x{two['samples_per_s'] / one['samples_per_s']:.2f}, "
-              f"tokens/s x{two['tokens_per_s'] / one['tokens_per_s']:.2f}")
-        packed_run = summary(run_training(tmp / "packed", args, shards, 1, args.micro_batch,
-                                          ("data.packing=true", f"data.pack_length={args.pack_length}")))
+        packed_opts = ("data.packing=true", f"data.pack_length={args.pack_length}")
+        peaks = [gemm_peak(args.threads)]
+        runs: dict[str, dict[str, float]] = {}
+        runs["1 process, padded"] = summary(run_training(tmp / "one", args, shards, 1, args.micro_batch,
+                                                         ("data.packing=false",)))
+        runs["1 process, packed"] = summary(run_training(tmp / "packed", args, shards, 1, args.micro_batch,
+                                                         packed_opts))
+        timers: dict[str, float] = {}
+        if not args.skip_ranks:
+            runs["2 ranks ZeRO-2, padded"] = summary(run_training(tmp / "two", args, shards, 2, args.micro_batch // 2,
+                                                                  ("data.packing=false",)))
+            runs["2 ranks ZeRO-2, packed"] = summary(run_training(tmp / "two-packed", args, shards, 2,
+                                                                  args.micro_batch // 2, packed_opts, timers))
+        peaks.append(gemm_peak(args.threads))
+        peak = max(peaks)  # the less disturbed of the two measurements (the machine may be shared)
+        print(f"fp32 GEMM peak (2048^2 matmul, {args.threads} threads): {peaks[0] / 1e9:.0f} before, "
+              f"{peaks[1] / 1e9:.0f} after the runs")
+        print(f"{'':26s}{'samples/s':>10s}{'tokens/s':>10s}{'tok/step':>9s}{'s/step':>8s}{'GFLOP/s':>9s}"
+              f"{'of peak':>9s}{'data wait':>10s}")
+        for name, r in runs.items():
+            print(f"{name:26s}{r['samples_per_s']:10.2f}{r['tokens_per_s']:10.1f}{r['tokens_per_step']:9.0f}"
+                  f"{r['step_time_s']:8.2f}{r['flops_per_s'] / 1e9:9.1f}{r['flops_per_s'] / peak:9.1%}"
+                  f"{r['data_wait_frac']:10.1%}")
+        one, packed_run = runs["1 process, padded"], runs["1 process, packed"]
+        if not args.skip_ranks:
+            two, two_packed = runs["2 ranks ZeRO-2, padded"], runs["2 ranks ZeRO-2, packed"]
+            print(f"2 ranks / 1 process (padded): samples/s x{two['samples_per_s'] / one['samples_per_s']:.2f}; "
+                  f"packed: x{two_packed['samples_per_s'] / packed_run['samples_per_s']:.2f}; packing on 2 ranks: "
+                  f"samples/s x{two_packed['samples_per_s'] / two['samples_per_s']:.2f} vs padded")
         diff = packed_loss_difference(shards, args.model_config, args.micro_batch, args.pack_length)
         print(f"packing: samples/s x{packed_run['samples_per_s'] / one['samples_per_s']:.2f} vs padded (same shards), "
               f"max per-sample loss difference {diff:.2e}")
+        quick = "2 ranks ZeRO-2, packed" if not args.skip_ranks else "1 process, packed"
+        achieved = runs[quick]["flops_per_s"]
+        print(f"cpu mfu: {achieved / peak:.1%} of measured GEMM peak ({achieved / 1e9:.1f} / {peak / 1e9:.1f} GFLOP/s)")
+        print(f"  (useful training FLOPs of real tokens, magma.flops, per step time of the quickstart's setting: "
+              f"{quick}, global batch {args.micro_batch})")
         plain = padding_fraction(shards, args.model_config, False, 8, args.micro_batch)
         packed = padding_fraction(shards, args.model_config, True, 8, args.micro_batch)
         print(f"padding waste: {plain:.1%} padded -> {packed:.1%} with packing "
               f"(x{packed / plain:.2f} of the padded baseline)" if plain else "padding waste: none")
-        worst = max(one["data_wait_frac"], two["data_wait_frac"])
-        print(f"dataloader stall fraction: {worst:.1%} (target < 5%: {'ok' if worst < 0.05 else 'MISSED'})")
+        wait = {name: r["data_wait_frac"] for name, r in runs.items() if "packed" in name}
+        worst = max(wait.values())
+        print(f"dataloader stall fraction with packing: {worst:.1%} "
+              f"(target < 5%: {'ok' if worst < 0.05 else 'MISSED'})")
+        if args.breakdown_steps > 0:
+            times, flops = step_breakdown(shards, args.model_config, args.micro_batch, True, args.pack_length,
+                                          args.threads, args.breakdown_steps, 1)
+            print_breakdown(times, flops, peak, args.threads, timers,
+                            runs.get("2 ranks ZeRO-2, packed", {}).get("step_time_s", 0.0) or 1.0)
     return 0
 
 

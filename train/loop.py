@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from magma.checkpoint import load_inference_settings
+from magma.flops import batch_flops
 from magma.inference_settings import training_settings
 from magma.modeling_magma import causal_lm_loss
 from train.checkpointing import (check_resume_compatible, clean_stale_tmp, export_hf_folder, find_resume_folder,
@@ -125,6 +126,15 @@ def _train(cfg: TrainConfig, info: DistInfo, engine_kind: str) -> TrainResult:
     bar = tqdm(total=cfg.max_steps, initial=start_step, desc="train", dynamic_ncols=True,
                disable=not (info.is_main and cfg.log.progress))
     batches = iter(loader)
+    config = getattr(engine.module, "config", None)
+
+    def useful_flops(batch: dict) -> float:
+        """Training FLOPs of the batch's real tokens (magma.flops; 0 for a model it cannot read)."""
+        try:
+            return batch_flops(config, batch).training
+        except AttributeError:
+            return 0.0
+
     step, last = start_step, {"loss": float("nan")}
     preempted = False
     try:
@@ -137,7 +147,8 @@ def _train(cfg: TrainConfig, info: DistInfo, engine_kind: str) -> TrainResult:
             # across world sizes and accumulation settings.
             counts = all_reduce_sum(torch.tensor([float(sum(m["n_target_tokens"] for m in micro)),
                                                   float(sum(m["n_tokens"] for m in micro)),
-                                                  float(sum(m["n_pad"] for m in micro))], dtype=torch.float64))
+                                                  float(sum(m["n_pad"] for m in micro)),
+                                                  sum(useful_flops(m) for m in micro)], dtype=torch.float64))
             n_target = max(counts[0].item(), 1.0)
             kinds = KindLosses()
             for mb in micro:
@@ -158,6 +169,7 @@ def _train(cfg: TrainConfig, info: DistInfo, engine_kind: str) -> TrainResult:
             dt = time.perf_counter() - t0
             last = {"step": step, **losses, "lr": lr, "grad_norm": grad_norm,
                     "tokens_per_s": counts[1].item() / dt, "samples_per_s": b * A * W / dt,
+                    "train_flops": counts[3].item(), "flops_per_s": counts[3].item() / dt,
                     "padding_frac": counts[2].item() / max(counts[1].item() + counts[2].item(), 1.0),
                     "data_wait_frac": t_data / dt, "step_time_s": dt,
                     "skipped": sum(skipped.values())}
