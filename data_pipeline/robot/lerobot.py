@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from data_pipeline.robot.episodes import EpisodeError, RobotEpisode
-from data_pipeline.tom.video import VideoError, VideoTimestampError, probe_video, read_frames_at
+from data_pipeline.tom.video import VideoDecoderMissing, VideoError, VideoTimestampError, read_frames_at
 
 LEROBOT_INFO = "meta/info.json"
 LEROBOT_TASKS = "meta/tasks.parquet"
@@ -187,22 +187,25 @@ def resolve_camera(meta: LeRobotMeta, camera: str | None) -> str:
 
 
 def check_camera_decodes(meta: LeRobotMeta, camera: str) -> None:
-    """Opens the first video file of `camera` (cheap: container and decoder, no frames) so that a
-    codec nothing here decodes is one clear error for the dataset, not one per episode."""
+    """Decodes the first frame of the first episode of `camera`, so that a codec nothing here
+    decodes is one clear error for the dataset (EpisodeError unreadable_video), not one per
+    episode. Any other problem of that file is left to its episodes to report."""
     if not meta.episodes:
         return
     row = next(iter(meta.episodes.values()))
     try:
         path = meta.video_file(row, camera)
+        start = float(row[f"videos/{camera}/from_timestamp"])
     except KeyError as exc:
         raise EpisodeError("unreadable_dataset", f"{meta.root}: episode metadata has no {exc} column for "
                            f"camera {camera!r}") from None
-    if path.is_file():
-        try:
-            probe_video(path)
-        except VideoError as exc:
-            raise EpisodeError("unreadable_video", f"{exc} (info.json: {camera} is "
-                               f"{meta.video_codec(camera)})") from None
+    try:
+        read_frames_at(path, [start])
+    except VideoDecoderMissing as exc:
+        raise EpisodeError("unreadable_video", f"{exc} (info.json: {camera} is "
+                           f"{meta.video_codec(camera)}; every episode of this camera is skipped)") from None
+    except VideoError:
+        pass
 
 
 def _vectors(table: Any, column: str, where: Path) -> np.ndarray:

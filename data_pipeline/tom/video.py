@@ -46,6 +46,10 @@ class VideoTimestampError(VideoError):
     """A requested timestamp has no decoded frame within the tolerance."""
 
 
+class VideoDecoderMissing(VideoError):
+    """No decoder here can decode the stream's codec (so no file in that codec will decode)."""
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     path: str
@@ -182,7 +186,7 @@ class _Reader:
         if self.stream.codec_context is None:
             message = _no_decoder_message(self.path)
             self.close()
-            raise VideoError(message)
+            raise VideoDecoderMissing(message)
         if threads:
             self.stream.thread_type = "AUTO"
         # One reformatter per file reuses its swscale context: ~3x faster than frame.to_ndarray
@@ -247,8 +251,9 @@ class _Reader:
                              f"stream ({exc.strerror or exc}) before any frame: the bytes are not "
                              f"valid {self.codec} although the container declares it; {_REENCODE}") from None
         if count == 0:
-            raise VideoError(f"{self.path}: the {self.codec} decoder gave no frame; "
-                             f"{_codec_hint(self.codec)}")
+            # FFmpeg's native av1 decoder needs hardware acceleration: without it nothing decodes.
+            kind = VideoDecoderMissing if self.codec == "av1" else VideoError
+            raise kind(f"{self.path}: the {self.codec} decoder gave no frame; {_codec_hint(self.codec)}")
 
 
 def probe_video(path: str | Path) -> VideoInfo:

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magma.action_tokenizer import ActionStats, ActionTokenizer, values_to_bins
+from magma.action_tokenizer import (ActionStats, ActionTokenizer, load_action_stats, save_action_stats,
+                                   values_to_bins)
 from data_pipeline.build.mix_config import MixConfig
 from data_pipeline.build.registry import SourceConfig
 from data_pipeline.build.writer import build_mix, iter_shard
@@ -332,6 +333,9 @@ def test_build_with_a_gripper_mask(dataset: Path, tmp_path: Path) -> None:
         assert TASKS[EPISODE_TASK[e]] in s.conversation[0].content
         frame = read_lerobot_episode(dataset, e, camera=CAMERAS[1]).images[s.frame]
         np.testing.assert_array_equal(s.images[0], frame)
+    # The checkpoint's action_stats.json (what serving loads) keeps the mask.
+    save_action_stats({"so100": stats}, tmp_path)
+    assert load_action_stats(tmp_path)["so100"].mask == stats.mask
     # Without the mask the gripper is normalised like the rest: its bins differ.
     unmasked = ActionTokenizer(1 << 20, ActionStats(**{**manifest["action_stats"]["so100"], "mask": None}))
     assert not np.array_equal(unmasked.to_bins(raw)[:, 6], tok.to_bins(raw)[:, 6])

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.tom.video import (VideoError, VideoTimestampError, probe_video, read_frame_range,
-                                     read_frames_at, read_video)
+from data_pipeline.tom.video import (VideoDecoderMissing, VideoError, VideoTimestampError, probe_video,
+                                     read_frame_range, read_frames_at, read_video)
 from episode_writers import write_video
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per encoder otherwise
@@ -120,17 +120,18 @@ def _patch_sample_entry(path: Path, tag: bytes) -> Path:
 def test_undecodable_videos_name_the_file_and_the_codec(tmp_path: Path) -> None:
     good = write_pyav(tmp_path / "good.mp4", scene(), "libsvtav1", {"g": "2", "crf": "30"})
     evc = _patch_sample_entry(good, b"evc1")  # MPEG-5 EVC: FFmpeg knows it, PyAV has no decoder
-    with pytest.raises(VideoError) as err:
+    with pytest.raises(VideoDecoderMissing) as err:
         read_video(evc)
     msg = str(err.value)
     assert str(evc) in msg and "evc" in msg and "libxevd" in msg and "truncated file?" not in msg
     unknown = _patch_sample_entry(good, b"zzzz")  # a codec tag nothing knows
     with pytest.raises(VideoError, match="'zzzz'"):
         probe_video(unknown)
-    with pytest.raises(VideoError, match=r"no 'moov' index box"):
+    with pytest.raises(VideoError, match=r"no 'moov' index box") as err:
         cut = tmp_path / "cut.mp4"
         cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
         read_frame_range(cut, 0, 2)
+    assert not isinstance(err.value, VideoDecoderMissing)  # one bad file, not a missing decoder
     with pytest.raises(VideoError, match="no such video file"):
         probe_video(tmp_path / "missing.mp4")
 
