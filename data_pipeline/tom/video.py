@@ -168,7 +168,7 @@ def _no_decoder_message(path: Path) -> str:
 class _Reader:
     """One open file: the container, its first video stream and that stream's time facts."""
 
-    def __init__(self, path: str | Path, threads: bool = False):
+    def __init__(self, path: str | Path):
         av = _import_av()
         self.path = Path(path)
         if not self.path.is_file():
@@ -187,8 +187,6 @@ class _Reader:
             message = _no_decoder_message(self.path)
             self.close()
             raise VideoDecoderMissing(message)
-        if threads:
-            self.stream.thread_type = "AUTO"
         # One reformatter per file reuses its swscale context: ~3x faster than frame.to_ndarray
         # (which builds one per frame), same pixels (bench/video_decode.py).
         from av.video.reformatter import VideoReformatter
@@ -220,9 +218,14 @@ class _Reader:
                          codec=self.codec, duration_s=duration, start_s=self.start_s)
 
     def seek(self, t: float) -> None:
-        """To the keyframe at or before presentation time `t` (seconds)."""
-        self.container.seek(int(np.floor(t / self.time_base)), stream=self.stream, backward=True,
-                            any_frame=False)
+        """To the keyframe at or before presentation time `t` (seconds); a container that cannot
+        seek stays at its start (callers check where decoding began)."""
+        av = _import_av()
+        try:
+            self.container.seek(int(np.floor(t / self.time_base)), stream=self.stream, backward=True,
+                                any_frame=False)
+        except av.FFmpegError:
+            pass
 
     def rgb(self, frame: object) -> np.ndarray:
         """One decoded frame as RGB uint8 [H, W, 3]."""
@@ -285,17 +288,10 @@ def read_video(path: str | Path, target_fps: float | None = None, stride: int = 
     [start_s, end_s). Raises VideoError when nothing decodes."""
     with _Reader(path) as r:
         src_fps = r.fps if r.fps > 0 else 30.0
-        eps = 0.25 / src_fps
-        if start_s > 0:
-            r.seek(r.start_s + start_s)
-        decoded: list[np.ndarray] = []
-        for t, frame in r.frames():
-            rel = t - r.start_s
-            if rel + eps < start_s:
-                continue
-            if end_s is not None and rel >= end_s - eps:
-                break
-            decoded.append(r.rgb(frame))
+        decoded, began = _window(r, start_s, end_s, 0.25 / src_fps, seek=start_s > 0)
+    if start_s > 0 and began is not None and began - r.start_s > start_s + 0.25 / src_fps:
+        with _Reader(path) as r:  # the seek landed after start_s: decode from the beginning
+            decoded, _ = _window(r, start_s, end_s, 0.25 / src_fps, seek=False)
     if not decoded:
         raise VideoError(f"{path}: no frame in [{start_s}, {end_s}) s of the video "
                          f"({r.codec}, {src_fps:g} fps)")
@@ -305,6 +301,25 @@ def read_video(path: str | Path, target_fps: float | None = None, stride: int = 
     frames = np.stack([decoded[k] for k in keep])
     out_fps = src_fps if not target_fps or target_fps >= src_fps else target_fps
     return frames, out_fps / stride
+
+
+def _window(r: _Reader, start_s: float, end_s: float | None, eps: float, seek: bool
+            ) -> tuple[list[np.ndarray], float | None]:
+    """RGB frames with presentation time (from the first frame) in [start_s, end_s), and the time
+    decoding began at."""
+    if seek:
+        r.seek(r.start_s + start_s)
+    decoded: list[np.ndarray] = []
+    began = None
+    for t, frame in r.frames():
+        began = t if began is None else began
+        rel = t - r.start_s
+        if rel + eps < start_s:
+            continue
+        if end_s is not None and rel >= end_s - eps:
+            break
+        decoded.append(r.rgb(frame))
+    return decoded, began
 
 
 def read_frames_at(path: str | Path, timestamps: Sequence[float],
