@@ -311,5 +311,6 @@ class ActionTokenizer:
 
     def max_abs_error(self) -> np.ndarray:
         """Worst-case per-dimension decoding error for actions inside [q01, q99] ([-1, 1] for an
-        unnormalised dimension): half a bin (openvla: bin 255, a = 1 exactly, decodes to bin 254's centre, also half a bin away)."""
+        unnormalised dimension): half a bin (openvla: bin 255, a = 1 exactly, decodes to bin 254's
+        centre, also half a bin away)."""
         return self.bin_width / 2.0 * self._span / 2.0
