@@ -71,19 +71,21 @@ def run_loop(model: torch.nn.Module, work: Path, settings: LoopSettings,
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=settings.lr, betas=(0.9, 0.95))
     start = 0
+    recent: list[float] = []  # losses since the last log row (kept in the checkpoint: exact logs on resume)
     state_file = work / STATE
     if resume and state_file.exists():
         state = torch.load(state_file, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
+        recent = list(state.get("recent", []))
     elif state_file.exists():
         state_file.unlink()
     rows = _read_log(work / LOG, start)
 
     def checkpoint(step: int) -> None:
         tmp = work / f".{STATE}.tmp"
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp)
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "recent": recent}, tmp)
         os.replace(tmp, state_file)
         _write_log(work / LOG, rows)
 
@@ -97,7 +99,7 @@ def run_loop(model: torch.nn.Module, work: Path, settings: LoopSettings,
         rows.append({"step": step, "probe": result})
 
     model.train()
-    t0, recent = time.time(), []
+    t0 = time.time()
     bar = tqdm(range(start + 1, settings.steps + 1), initial=start, total=settings.steps, desc=desc,
                dynamic_ncols=True, mininterval=5)
     if start == 0:

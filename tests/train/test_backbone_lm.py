@@ -1,0 +1,127 @@
+"""`magma backbones pretrain-lm`: the generated text says what it claims, the run is seeded and
+resumes exactly, and its folder loads through `text.pretrained` like any other LM."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from train.backbones import text_corpus as tc
+from train.backbones.lm import lm_tokenizer, pretrain_lm
+
+HERE = Path(__file__).resolve().parent
+MICRO = HERE / "micro_model.yaml"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return lm_tokenizer()
+
+
+def _legend_lines(prompt: str) -> list[tuple[str, str, int]]:
+    return [(r, t, int(i)) for r, t, i in re.findall(r'^(\w+) "(.*)" Mark (\d+)$', prompt, flags=re.M)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_ui_click_answers_the_legend_line_that_matches_the_instruction(seed):
+    example = tc.ui_click(np.random.default_rng(seed))
+    (prompt, _), (answer, supervised) = example
+    assert supervised and answer.endswith("<|end|>")
+    label, mark = re.fullmatch(r'click "(.*)" Mark (\d+)<\|end\|>', answer).groups()
+    lines = _legend_lines(prompt)
+    assert (label, int(mark)) in {(t, i) for _, t, i in lines}
+    task = prompt.split("\n")[0]
+    assert label in task  # the label is copied from the instruction, case and all
+    matching_role = [i for r, t, i in lines if t == label and (r == lines[int(mark)][0])]
+    assert matching_role == [int(mark)]  # exactly one line of that role carries that label
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_ordinal_answers_the_nth_textbox(seed):
+    (prompt, _), (answer, _) = tc.ui_ordinal(np.random.default_rng(seed))
+    boxes = [i for r, _, i in _legend_lines(prompt) if r == "textbox"]
+    mark = int(re.fullmatch(r"click Mark (\d+)<\|end\|>", answer).group(1))
+    m = re.search(r"the (\d)\w\w input textbox", prompt)
+    assert mark == boxes[int(m.group(1)) - 1 if m else 0]
+
+
+def test_kv_recall_answers_are_the_listed_values():
+    example = tc.kv_recall(np.random.default_rng(3))
+    listing = example[0][0]
+    pairs = dict(re.findall(r"^(.+?)(?:: | = | -> )(.+)$", listing.split("<|user|>")[1], flags=re.M))
+    questions = re.findall(r"What is (.+?)\?", "".join(t for t, s in example if not s))
+    answers = [a[:-len("<|end|>")] for a, s in example if s]
+    assert len(questions) == len(answers) >= 1
+    for q, a in zip(questions, answers):
+        assert pairs[q] == a
+
+
+def test_rows_are_a_function_of_the_seed_and_supervise_answers_only(tokenizer):
+    a = tc.make_rows(tokenizer, np.random.default_rng([0, 7]), 4, 128)
+    b = tc.make_rows(tokenizer, np.random.default_rng([0, 7]), 4, 128)
+    c = tc.make_rows(tokenizer, np.random.default_rng([0, 8]), 4, 128)
+    assert all((x == y).all() for x, y in zip(a, b)) and not (a[0] == c[0]).all()
+    ids, mask = a
+    assert ids.shape == mask.shape == (4, 128) and 0.02 < mask.mean() < 0.8
+    copy_ids, copy_mask = tc.random_token_copy(np.random.default_rng(1), 100, 200)
+    assert len(copy_ids) == 200 and any(copy_mask)
+
+
+def test_pretrain_resumes_exactly_and_loads_through_text_pretrained(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    def run(name: str) -> dict:
+        return pretrain_lm(tmp_path / name, steps=4, batch=2, length=64, sizes=MICRO, checkpoint_every=2,
+                           probe_every=4)
+
+    straight = run("straight")
+    assert set(straight) >= {"exact/ui_click", "token_copy", "chance/ui_click"}
+
+    # a run that dies right after its step-2 checkpoint, then the same command again
+    class Crash(RuntimeError):
+        pass
+
+    import train.backbones.resumable as resumable
+
+    real_write_log = resumable._write_log
+
+    def crash_after_checkpoint(*args):  # the last thing a checkpoint does
+        real_write_log(*args)
+        raise Crash
+
+    monkeypatch.setattr(resumable, "_write_log", crash_after_checkpoint)
+    with pytest.raises(Crash):
+        run("crashed")
+    monkeypatch.setattr(resumable, "_write_log", real_write_log)
+    assert (tmp_path / "crashed" / ".work" / "state.pt").exists()
+    run("crashed")
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "crashed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    import json
+
+    def losses(name: str) -> list:
+        rows = [json.loads(x) for x in (tmp_path / name / "training_log.jsonl").read_text().splitlines()]
+        return [(r["step"], r.get("loss"), r.get("probe")) for r in rows]
+
+    assert losses("crashed") == losses("straight")
+
+    # the folder is an LM like any other: text.pretrained loads it, logits unchanged on its vocabulary
+    from transformers import AutoModelForCausalLM
+
+    from magma.build import build_model
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: t\ntext:\n  pretrained: {tmp_path / 'straight'}\nvision:\n  depths: [1, 1]\n"
+                    "  hidden_sizes: [8, 16]\nimage_size: 64\n")
+    model, processor = build_model(spec)
+    source = AutoModelForCausalLM.from_pretrained(tmp_path / "straight", local_files_only=True, dtype=torch.float32)
+    tok = processor.tokenizer
+    ids = torch.tensor([tok("click \"okay\" Mark 1", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        ours = model(input_ids=ids).logits[0, :, : source.config.vocab_size]
+        theirs = source(input_ids=ids).logits[0].float()
+    assert torch.allclose(ours.float(), theirs, atol=1e-4)
+    assert tok.convert_tokens_to_ids("<act_0>") >= source.config.vocab_size  # action tokens appended
