@@ -12,3 +12,6 @@ class LayoutError(ValueError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+    def __reduce__(self) -> tuple:  # picklable (process-pool workers raise it), both arguments kept
+        return (type(self), (self.reason, str(self)))
