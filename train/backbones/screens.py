@@ -310,6 +310,9 @@ def _layout_links(c: Canvas, rng: np.random.Generator, size: int) -> tuple[list[
 def _layout_tabs(c: Canvas, rng: np.random.Generator, size: int) -> tuple[list[_Element], str, int]:
     els: list[_Element] = []
     n = int(rng.integers(2, 5))
+    pad = int(rng.integers(6, 11))
+    while n > 2 and 6 + n * (text_width(f"Tab #{n}", size + 1) + pad + 3) > UI_SIZE[0] - 3:
+        n -= 1  # as many tabs as fit in the bar
     top = BAR_HEIGHT + int(rng.integers(0, 4))
     c.rect((0, top, 160, top + 145), (255, 255, 255), (197, 197, 197), radius=3)
     c.rect((3, top + 3, 157, top + 32), (233, 233, 233), (221, 221, 221), radius=3)
@@ -318,10 +321,10 @@ def _layout_tabs(c: Canvas, rng: np.random.Generator, size: int) -> tuple[list[_
     for k in range(n):
         label = f"Tab #{k + 1}"
         face, ink = ((0, 127, 255), (255, 255, 255)) if k == active else ((246, 246, 246), (69, 69, 69))
-        w = text_width(label, size + 1) + 10
+        w = text_width(label, size + 1) + pad
         box = (x, top + 7, x + w, top + 31)
         c.rect(box, face, (197, 197, 197), role="tab", radius=2)
-        lb = c.text((x + 5, top + 12), label, size + 1, ink)
+        lb = c.text((x + pad // 2, top + 12), label, size + 1, ink)
         els.append(_Element("tab", box, label.lower(), lb))
         x += w + 3
     y = top + 52
@@ -629,12 +632,14 @@ _POINT_ROLE = {"gripper": "gripper", "goal": "goal", "object": "object", "button
 
 
 def _visible(roles: np.ndarray, xy: tuple[float, float], name: str) -> bool:
-    """The point shows its own thing within a pixel (not covered by the arm, inside the image)."""
+    """The point shows its own thing within a pixel (the gripper: a finger within 6 pixels, the
+    point being between them), not covered by the arm, inside the image."""
     x, y = int(round(xy[0])), int(round(xy[1]))
     h, w = roles.shape
     if not (0 <= x < w and 0 <= y < h):
         return False
-    patch = roles[max(0, y - 1):y + 2, max(0, x - 1):x + 2]
+    r = 6 if name == "gripper" else 1
+    patch = roles[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1]
     return bool((patch == ROLE_ID[_POINT_ROLE[name]]).any())
 
 
