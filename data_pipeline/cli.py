@@ -34,6 +34,15 @@ def run_build(args: argparse.Namespace) -> int:
           f"skipped {manifest['skipped'] or 'none'}")
     if manifest["num_samples"] == 0:
         return fail("magma data build", "nothing usable was produced (see the skipped reasons above)", 1)
+    # A source that gave nothing (a decoder missing, a wrong path inside a folder, ...) is never a
+    # silent success, even when the other sources of the mix produced samples; its shards folder
+    # and manifest are kept, and a rerun after the fix rebuilds only what changed.
+    empty = [name for name, n in manifest["counts_by_source"].items() if n == 0]
+    if empty:
+        details = "; ".join(f"{name}: skipped {manifest['sources'][name].get('skipped') or 'nothing listed'}"
+                            for name in empty)
+        return fail("magma data build", f"source(s) {', '.join(empty)} produced no samples ({details}); "
+                    "fix their input or remove them from the mix", 1)
     return 0
 
 

@@ -136,7 +136,10 @@ sources:
   - {{name: empty, type: images, params: {{path: "{tmp_path}/in/empty_dir"}}}}
 """)
     code, err = _run_cli(capsys, caplog, "build", "--config", str(cfg), "--out", str(tmp_path / "out"), "-q")
-    assert code == 0, err
+    # the sources that gave nothing are named and the build is not a success, but what the
+    # others produced is written (manifest and shards) and kept
+    assert code == 1 and "source(s) gone, empty produced no samples" in err, err
+    assert "path_not_found" in err and "no_items" in err
     top = read_manifest(tmp_path / "out")
     assert top.skipped == {"empty_image": 1, "unreadable_image": 1, "missing_field": 1,
                               "box_out_of_range": 1, "bad_json": 1, "missing_image": 1,
