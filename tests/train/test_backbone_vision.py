@@ -86,11 +86,15 @@ def test_tags_are_drawn_where_the_targets_say(kind):
         assert len(set(in_cells)) == len(in_cells) and set(in_cells) <= {m.id for m in marked.marks}
 
 
-def test_mark_ids_follow_reading_order():
-    d = _draw("buttons", 1)
-    boxes = [m.box for m in d.marks]
-    assert [m.id for m in d.marks] == list(range(len(d.marks)))
-    assert sc.reading_order(boxes) == list(range(len(boxes)))
+def test_marks_are_in_reading_order_with_ordered_or_random_ids():
+    orders = set()
+    for seed in range(12):
+        d = _draw("buttons", seed)
+        boxes, ids = [m.box for m in d.marks], [m.id for m in d.marks]
+        assert sc.reading_order(boxes) == list(range(len(boxes)))
+        assert len(set(ids)) == len(ids) and all(0 <= i < sc.MAX_MARKS for i in ids)
+        orders.add(ids == list(range(len(ids))))
+    assert orders == {True, False}  # both numberings occur
 
 
 @pytest.mark.parametrize("kind", ["buttons", "tabs", "scatter", "dialog", "checkboxes", "links"])

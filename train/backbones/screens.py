@@ -5,7 +5,7 @@ Two kinds of image, drawn at the sizes the quickstart records them:
   (buttons among text lines, a paragraph with links, tabs, a dialog, scattered buttons,
   textboxes, checkboxes), usually with Set-of-Mark boxes and small digit tags drawn the way
   data_pipeline.som.rendering draws them (same palette, OpenCV's Hershey digits at the scale it
-  uses on a 160 x 210 screen, ids in reading order from 0);
+  uses on a 160 x 210 screen, ids in reading order from 0 or, on half the screens, at random);
 - scenes like Meta-World's corner camera (128 x 128): a black background, a wooden tray with a
   grey rim, a red arm with a two-finger gripper, pucks, a red goal sphere, a yellow button box.
 
@@ -76,6 +76,9 @@ PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
            (128, 0, 0), (0, 0, 128), (128, 128, 0), (255, 255, 255))
 TAG_SCALE = 0.3  # rendering.font_scale_for(160, 210)
 UI_MARK_PROB = 0.8  # the rest are plain screens, as the actions-only arm sees them
+# The project numbers marks in reading order, so a tag's number is mostly given by its place;
+# on this share of screens the ids are drawn at random so that the tag head must read digits.
+SHUFFLED_IDS_PROB = 0.5
 
 INK = (0, 0, 0)
 LINK_BLUE = (0, 0, 238)
@@ -460,14 +463,15 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def place_tags(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]) -> list[tuple[int, int, int, int] | None]:
-    """One tag box per element box: the first spot of the project's preference list (above the
-    top-left corner first) inside the image, clear of placed tags and, if possible, of other
-    boxes; None where no spot is free of tags (that element gets no mark)."""
+def place_tags(boxes: list[tuple[int, int, int, int]], ids: list[int], size: tuple[int, int]
+               ) -> list[tuple[int, int, int, int] | None]:
+    """One tag box per element box (its number `ids[k]`): the first spot of the project's
+    preference list (above the top-left corner first) inside the image, clear of placed tags
+    and, if possible, of other boxes; None where no spot is free of tags (no mark there)."""
     placed: list[tuple[int, int, int, int]] = []
     out: list[tuple[int, int, int, int] | None] = []
     for k, (x0, y0, x1, y1) in enumerate(boxes):
-        lw, lh = tag_size(k)
+        lw, lh = tag_size(ids[k])
         spots = [(x0, y0 - lh), (x0, y0), (x0, y1), (x1 - lw, y0 - lh), (x1 - lw, y0),
                  (x0 - lw, y0), (x1, y0), (x1 - lw, y1), (x0, y1 - lh), (x1 - lw, y1 - lh)]
         first = None
@@ -485,14 +489,16 @@ def place_tags(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]) ->
     return out
 
 
-def draw_marks(image: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[Mark]:
+def draw_marks(image: np.ndarray, boxes: list[tuple[int, int, int, int]], ids: list[int] | None = None
+               ) -> list[Mark]:
     """Draws numbered boxes around `boxes` (in place), as rendering.render_marks does on a
     MiniWoB++ screen: a 1 px box just outside the element with a contrasting outline, then the
-    tags; ids are the boxes' indices. Returns the marks drawn."""
+    tags; ids are `ids` (default: the boxes' indices). Returns the marks drawn."""
     import cv2
 
-    tags = place_tags(boxes, (image.shape[1], image.shape[0]))
-    marks = [Mark(k, b, t) for k, (b, t) in enumerate(zip(boxes, tags)) if t is not None]
+    ids = list(range(len(boxes))) if ids is None else ids
+    tags = place_tags(boxes, ids, (image.shape[1], image.shape[0]))
+    marks = [Mark(i, b, t) for i, b, t in zip(ids, boxes, tags) if t is not None]
     for m in marks:
         colour = colour_of_mark(m.id)
         x0, y0, x1, y1 = m.box
@@ -528,7 +534,10 @@ def draw_ui(rng: np.random.Generator, kind: str | None = None, marks: bool | Non
     if marks if marks is not None else rng.random() < UI_MARK_PROB:
         markable = [e.box for e in els if e.markable]
         order = reading_order(markable)[:MAX_MARKS]
-        drawn.marks = draw_marks(drawn.image, [markable[i] for i in order])
+        ids = list(range(len(order)))
+        if rng.random() < SHUFFLED_IDS_PROB:  # ids not in reading order: the number must be read
+            ids = [int(i) for i in rng.choice(MAX_MARKS, len(order), replace=False)]
+        drawn.marks = draw_marks(drawn.image, [markable[i] for i in order], ids)
     return drawn
 
 

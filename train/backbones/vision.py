@@ -249,11 +249,56 @@ def probe_metrics(model: TowerWithHeads, batches: list[dict[str, torch.Tensor]],
 
 
 def chance_levels(recipe: VisionRecipe) -> dict[str, float]:
-    """What guessing scores: a uniform cell, tag or word; the commonest kind."""
+    """What uniform guessing scores: a cell, a tag id, a word, a kind."""
     cells = recipe.grid ** 2
     return {"tag_acc": round(1 / sc.MAX_MARKS, 4), "word_acc": round(1 / len(sc.WORDS), 4),
             "locate_acc": round(1 / cells, 4), "target_acc": round(1 / cells, 4),
             "point_acc": round(1 / cells, 4), "kind_acc": round(1 / len(sc.KINDS), 4)}
+
+
+def blind_baseline(recipe: VisionRecipe, seed: int, probe_batches: list[dict[str, torch.Tensor]],
+                   n_fit: int) -> dict[str, float]:
+    """The probe scores of the best guesses that look at no pixels: per cell the commonest tag
+    and word, per word its commonest cell, per layout kind (granted) its commonest target cell,
+    per point its commonest cell, the commonest kind; fitted on `n_fit` generated images. Tags
+    and words sit at typical places (tag 0 near the top), so this is the bar a head must clear."""
+    g2 = recipe.grid ** 2
+    tag = np.zeros((g2, 1 + sc.MAX_MARKS))
+    word = np.zeros((g2, 1 + len(sc.WORDS)))
+    where = np.zeros((len(sc.WORDS), g2))
+    target = np.zeros((len(sc.KINDS), g2))
+    point = np.zeros((len(sc.POINTS), g2))
+    kinds = np.zeros(len(sc.KINDS))
+    for i in range(n_fit):
+        t = sc.cell_targets(sc.draw_example(np.random.default_rng([seed, PROBE_STREAM + 1, i]), recipe.ui_fraction),
+                            recipe.grid)
+        for table, grid in ((tag, t["tag"].ravel()), (word, t["word"].ravel())):
+            cells = np.nonzero(grid > 0)[0]
+            table[cells, grid[cells]] += 1
+        where[t["queries"], t["query_cell"]] += 1
+        if t["target_cell"] >= 0:
+            target[t["kind"], t["target_cell"]] += 1
+        seen = t["point_cell"] >= 0
+        point[np.nonzero(seen)[0], t["point_cell"][seen]] += 1
+        kinds[t["kind"]] += 1
+    fallback = where.sum(0).argmax()
+    best_cell = np.where(where.sum(1) > 0, where.argmax(1), fallback)
+    hits: dict[str, list[bool]] = {}
+    for b in probe_batches:
+        for name, table in (("tag", tag), ("word", word)):
+            grid = b[name].flatten(1).numpy()
+            img, cell = np.nonzero(grid > 0)
+            hits.setdefault(f"{name}_acc", []).extend(table[cell, 1:].argmax(1) + 1 == grid[img, cell])
+        hits.setdefault("locate_acc", []).extend(best_cell[b["q_word"].numpy()] == b["q_cell"].numpy())
+        has = b["target_cell"].numpy() >= 0
+        hits.setdefault("target_acc", []).extend(
+            target[b["kind"].numpy()[has]].argmax(1) == b["target_cell"].numpy()[has])
+        pc = b["point_cell"].numpy()
+        for k, name in enumerate(sc.POINTS):
+            seen = pc[:, k] >= 0
+            hits.setdefault(f"point_acc/{name}", []).extend(point[k].argmax() == pc[seen, k])
+        hits.setdefault("kind_acc", []).extend(kinds.argmax() == b["kind"].numpy())
+    return {k: round(float(np.mean(v)), 4) for k, v in sorted(hits.items()) if len(v)}
 
 
 def probe_set(recipe: VisionRecipe, seed: int, processor: MagmaImageProcessor
@@ -296,6 +341,7 @@ def pretrain_vision(out: Path, steps: int, resume: bool = True, seed: int = 0,
                             log_every=recipe.log_every, probe_every=recipe.probe_every)
     weights = recipe.weights
     probe_batches, probe_sizes = probe_set(recipe, seed, processor)
+    blind = blind_baseline(recipe, seed, probe_batches, n_fit=4 * recipe.probe_images)
 
     def make_batch(rng: np.random.Generator, step: int) -> dict[str, torch.Tensor]:
         return collate(draw_batch(rng, recipe), recipe, processor)
@@ -313,7 +359,8 @@ def pretrain_vision(out: Path, steps: int, resume: bool = True, seed: int = 0,
     save_tower(model.tower, out, recipe, processor)
     (out / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     speed = _speed(rows, recipe.batch_size, time.time() - t0)
-    record: dict[str, Any] = {"step": steps, **final, "chance": chance_levels(recipe), **speed,
+    record: dict[str, Any] = {"step": steps, **final, "chance": chance_levels(recipe),
+                              "blind": blind, **speed,
                               "recipe": recipe.model_dump(mode="json"), "seed": seed}
     (out / "probe.json").write_text(json.dumps(record, indent=1) + "\n")
     return final
