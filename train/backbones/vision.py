@@ -40,6 +40,7 @@ from train.backbones.resumable import LoopSettings, run_loop
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SIZES = REPO / "configs" / "model" / "tiny.yaml"
+ROLE_POS_WEIGHT = 4.0
 PROBE_STREAM = 7_777_777  # probe images come from default_rng([seed, PROBE_STREAM, i]); batches from [seed, step]
 
 
@@ -156,7 +157,10 @@ def _balanced_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def head_losses(out: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     zero = out["roles"].new_zeros(())
-    losses = {"roles": F.binary_cross_entropy_with_logits(out["roles"], b["roles"].flatten(2).transpose(1, 2)),
+    roles = b["roles"].flatten(2).transpose(1, 2)
+    # a role covers few cells (a checkbox, the goal): positives count ROLE_POS_WEIGHT times
+    pos_weight = roles.new_full((roles.shape[-1],), ROLE_POS_WEIGHT)
+    losses = {"roles": F.binary_cross_entropy_with_logits(out["roles"], roles, pos_weight=pos_weight),
               "tag": _balanced_ce(out["tag"], b["tag"].flatten(1)),
               "word": _balanced_ce(out["word"], b["word"].flatten(1))}
     if len(b["q_word"]):
