@@ -24,7 +24,8 @@ from transformers.modeling_outputs import ModelOutput
 
 from magma.configuration_magma import MagmaConfig
 from magma.convnext_keys import build_vision_tower
-from magma.packed_attention import VARLEN_IMPLEMENTATIONS, block_causal_mask, varlen_inputs
+from magma.packed_attention import (PER_SAMPLE_SDPA, VARLEN_IMPLEMENTATIONS, attention_implementation,
+                                    block_causal_mask, varlen_inputs)
 
 
 @dataclass
@@ -233,16 +234,18 @@ class MagmaForCausalLM(MagmaPreTrainedModel, GenerationMixin):
     def _forward_packed(self, inputs_embeds: torch.Tensor, sample_index: torch.Tensor,
                         position_ids: torch.Tensor | None, labels: torch.Tensor | None,
                         **kwargs) -> MagmaCausalLMOutput:
-        """Packed rows with per-sample attention: flash-attention gets the varlen layout (one
-        flattened row, logits scattered back to [B, L]); sdpa / eager get a block-causal mask."""
+        """Packed rows with per-sample attention: flash-attention and sdpa get the varlen layout
+        (one flattened row of real tokens, logits scattered back to [B, L]; sdpa through one SDPA
+        call per sample, magma.packed_attention.PER_SAMPLE_SDPA); eager gets a block-causal mask."""
         if position_ids is None:
             raise ValueError("sample_index (packed rows) needs position_ids restarting at every sample; "
                              "build the batch with train.data.collate(packing=True)")
         impl = self.language_model.config._attn_implementation
-        if impl in VARLEN_IMPLEMENTATIONS:  # GPU path; not covered by the CPU test suite
+        if impl in VARLEN_IMPLEMENTATIONS or impl == "sdpa":  # flash: GPU only, not covered by CPU tests
             keep, varlen = varlen_inputs(sample_index, position_ids)
-            out = self.language_model(inputs_embeds=inputs_embeds[keep][None], attention_mask=None,
-                                      use_cache=False, **varlen, **kwargs)
+            with attention_implementation(self.language_model, PER_SAMPLE_SDPA if impl == "sdpa" else impl):
+                out = self.language_model(inputs_embeds=inputs_embeds[keep][None], attention_mask=None,
+                                          use_cache=False, **varlen, **kwargs)
             logits = out.logits.new_zeros(*sample_index.shape, out.logits.shape[-1])
             logits[keep] = out.logits[0]
         else:
