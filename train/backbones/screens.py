@@ -128,13 +128,18 @@ def font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
+@lru_cache(maxsize=65536)
+def word_length(word: str, size: int) -> float:
+    return font(size).getlength(word)
+
+
 def space_width(size: int) -> float:
-    return font(size).getlength(" ") + 1
+    return word_length(" ", size) + 1
 
 
 def text_width(text: str, size: int) -> int:
     words = text.split(" ")
-    return int(math.ceil(sum(font(size).getlength(w) for w in words) + space_width(size) * (len(words) - 1)))
+    return int(math.ceil(sum(word_length(w, size) for w in words) + space_width(size) * (len(words) - 1)))
 
 
 class Canvas:
@@ -161,7 +166,7 @@ class Canvas:
         pos = x
         for word in text.split(" "):  # word by word: the embedded font's space is narrower than a browser's
             self.draw.text((pos, y), word, fill=fill, font=font(size))
-            pos += font(size).getlength(word) + space_width(size)
+            pos += word_length(word, size) + space_width(size)
         box = (x, y, x + w, y + size + 1)
         if underline:
             self.draw.line((x, y + size, x + w - 1, y + size), fill=fill)
@@ -358,7 +363,8 @@ def _layout_dialog(c: Canvas, rng: np.random.Generator, size: int) -> tuple[list
     y = y0 + 36
     lines = _wrap(" ".join(_lorem(rng, int(rng.integers(3, 9)))).capitalize() + ".", size, w - 30)
     tb = None
-    for line in lines[:3]:
+    room = max(1, (y0 + h - 42 - y) // (size + 2))  # lines that fit above the button pane
+    for line in lines[:min(3, room)]:
         box = c.text((x0 + 14, y), line, size, (51, 51, 51))
         tb = box if tb is None else (tb[0], tb[1], max(tb[2], box[2]), box[3])
         y += size + 2
@@ -450,11 +456,17 @@ def reading_order(boxes: list[tuple[int, int, int, int]]) -> list[int]:
     return [i for line in lines for i in sorted(line, key=lambda j: boxes[j][0])]
 
 
-def tag_size(mark_id: int) -> tuple[int, int]:
-    """(w, h) of a number tag, as rendering._label_size computes it."""
+@lru_cache(maxsize=None)
+def _text_size(text: str) -> tuple[int, int, int]:
     import cv2
 
-    (tw, th), base = cv2.getTextSize(str(mark_id), cv2.FONT_HERSHEY_SIMPLEX, TAG_SCALE, 1)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, TAG_SCALE, 1)
+    return tw, th, base
+
+
+def tag_size(mark_id: int) -> tuple[int, int]:
+    """(w, h) of a number tag, as rendering._label_size computes it."""
+    tw, th, base = _text_size(str(mark_id))
     pad = max(1, int(round(2 * TAG_SCALE)))
     return tw + 2 * pad, th + base + pad
 
@@ -509,7 +521,7 @@ def draw_marks(image: np.ndarray, boxes: list[tuple[int, int, int, int]], ids: l
         tx0, ty0, tx1, ty1 = m.tag
         cv2.rectangle(image, (tx0, ty0), (tx1 - 1, ty1 - 1), colour, -1)
         pad = max(1, int(round(2 * TAG_SCALE)))
-        (_, th), _ = cv2.getTextSize(str(m.id), cv2.FONT_HERSHEY_SIMPLEX, TAG_SCALE, 1)
+        th = _text_size(str(m.id))[1]
         cv2.putText(image, str(m.id), (tx0 + pad, ty0 + pad // 2 + th), cv2.FONT_HERSHEY_SIMPLEX, TAG_SCALE,
                     contrast_of(colour), 1, cv2.LINE_AA)
     return marks
