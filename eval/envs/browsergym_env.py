@@ -41,9 +41,9 @@ SCROLL_PIXELS = 100.0
 # BrowserGym 0.14 action subsets we emit: bid actions, coordinate actions, and chat/noop.
 ACTION_SUBSETS = ("chat", "bid", "coord")
 INSTALL_HINT = ("install it beside the project without touching its playwright: pip install --no-deps "
-                "browsergym-core==0.14.3 browsergym-miniwob==0.14.3 'lxml>=4.9,<6' 'beautifulsoup4>=4.12' "
-                "(or a separate venv: pip install browsergym-core browsergym-miniwob, which pins "
-                "playwright 1.44)")
+                "browsergym-core==0.14.3 browsergym-miniwob==0.14.3 && pip install 'lxml>=4.9,<6' "
+                "'beautifulsoup4>=4.12' (measured on playwright 1.65.2; a plain 'pip install "
+                "browsergym-core' would pin playwright 1.44)")
 
 _ELEMENT_NODE, _TEXT_NODE = 1, 3
 

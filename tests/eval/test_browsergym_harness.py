@@ -27,7 +27,8 @@ HAS_BROWSERGYM = importlib.util.find_spec("browsergym") is not None \
 needs_browsergym = pytest.mark.skipif(
     not HAS_BROWSERGYM or not os.path.exists(CHROMIUM_EXECUTABLE),
     reason="browsergym not importable (optional: pip install --no-deps browsergym-core==0.14.3 "
-           "browsergym-miniwob==0.14.3 'lxml<6' beautifulsoup4) or no chromium at " + CHROMIUM_EXECUTABLE)
+           "browsergym-miniwob==0.14.3, then pip install 'lxml<6' beautifulsoup4) or no chromium at "
+           + CHROMIUM_EXECUTABLE)
 SCALE = 1.5  # BrowserGym's miniwob zoom (_bgym_scale_factor)
 
 
