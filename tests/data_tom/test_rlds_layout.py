@@ -257,10 +257,16 @@ def test_rlds_rt1_dict_action_and_observation_instruction(oxe_root: dict[str, An
 
 
 def test_rlds_build_samples_and_action_stats(oxe_root: dict[str, Any], tmp_path: Path) -> None:
+    """`magma data build` as a user runs it (a fresh process forking 2 workers)."""
     chunk = 2
-    manifest = _build(tmp_path, [SourceConfig(name="franka", type="rlds", params={
-        "path": str(oxe_root["root"] / "toy_franka"), "chunk": chunk, "use_proprio": True, "tom": False})],
-        workers=2)  # forked workers read after the parent's statistics pass
+    config = tmp_path / "mix.yaml"
+    config.write_text("name: t\nsamples_per_shard: 8\nsources:\n  - {name: franka, type: rlds, params: "
+                      "{path: '${OXE_ROOT}/toy_franka', chunk: 2, use_proprio: true, tom: false}}\n")
+    run = subprocess.run([sys.executable, "-m", "data_pipeline.cli", "build", "--config", str(config), "--out",
+                          str(tmp_path / "out"), "--var", f"OXE_ROOT={oxe_root['root']}", "--workers", "2", "-q"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     episodes = oxe_root["template"]["train"]
     all_actions = np.concatenate([_stack(ep["steps"], "action") for ep in episodes]).astype(np.float64)
     stats = manifest["action_stats"]["toy_franka"]
@@ -286,6 +292,18 @@ def test_rlds_build_samples_and_action_stats(oxe_root: dict[str, Any], tmp_path:
         assert prompt == robot_action_prompt(instruction, state)
         np.testing.assert_array_equal(s.images[0], steps[s.frame]["observation"]["image"])
         assert s.dataset == "toy_franka" and s.source == "robot/toy_franka"
+
+
+def test_rlds_workers_forked_after_tensorflow_refuse_instead_of_hanging(oxe_root: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    """This test process has loaded TensorFlow (the fixtures): workers forked from it would deadlock
+    in their first TensorFlow call, so they skip with a reason that says what to do."""
+    manifest = _build(tmp_path, [SourceConfig(name="franka", type="rlds", params={
+        "path": str(oxe_root["template_dir"]), "tom": False, "max_episodes": 2})], workers=2)
+    assert manifest["skipped"] == {"forked_after_tensorflow": 2} and manifest["num_samples"] == 0
+    assert manifest["action_stats"]["toy_franka"]["count"] > 0  # the statistics pass ran in a fresh process
+    detail = json.loads((tmp_path / "out/franka/manifest.json").read_text())["skipped_items"][0]["detail"]
+    assert "--workers 0" in detail
 
 
 def test_rlds_oxe_example_config_builds_the_datasets_present(oxe_root: dict[str, Any], tmp_path: Path) -> None:
