@@ -236,12 +236,15 @@ class MagmaForCausalLM(MagmaPreTrainedModel, GenerationMixin):
                         **kwargs) -> MagmaCausalLMOutput:
         """Packed rows with per-sample attention: flash-attention and sdpa get the varlen layout
         (one flattened row of real tokens, logits scattered back to [B, L]; sdpa through one SDPA
-        call per sample, magma.packed_attention.PER_SAMPLE_SDPA); eager gets a block-causal mask."""
+        call per sample, magma.packed_attention.PER_SAMPLE_SDPA); eager, and sdpa under gradient
+        checkpointing, get a block-causal mask (checkpointing recomputes the layers during
+        backward, after the per-sample implementation has been switched back)."""
         if position_ids is None:
             raise ValueError("sample_index (packed rows) needs position_ids restarting at every sample; "
                              "build the batch with train.data.collate(packing=True)")
         impl = self.language_model.config._attn_implementation
-        if impl in VARLEN_IMPLEMENTATIONS or impl == "sdpa":  # flash: GPU only, not covered by CPU tests
+        per_sample = impl == "sdpa" and not self.language_model.is_gradient_checkpointing
+        if impl in VARLEN_IMPLEMENTATIONS or per_sample:  # flash: GPU only, not covered by CPU tests
             keep, varlen = varlen_inputs(sample_index, position_ids)
             with attention_implementation(self.language_model, PER_SAMPLE_SDPA if impl == "sdpa" else impl):
                 out = self.language_model(inputs_embeds=inputs_embeds[keep][None], attention_mask=None,

@@ -60,8 +60,10 @@ class DataSection(StrictModel):
     num_workers: int = 0
     max_length: int | None = None  # samples longer than this are skipped and counted
     # concatenate samples into rows of up to pack_length tokens; each sample attends only to
-    # itself (magma.packed_attention), so losses equal those of the samples alone
-    packing: bool = False
+    # itself (magma.packed_attention), so losses equal those of the samples alone. On by default:
+    # padding is pure waste (46% of the quickstart's padded tokens), and a micro batch of one
+    # sample packs into the same row it would have had anyway
+    packing: bool = True
     pack_length: int = 1024
     seed: int = 0
 

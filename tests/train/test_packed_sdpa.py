@@ -66,3 +66,35 @@ def test_per_sample_sdpa_refuses_a_batch_without_boundaries():
     q = torch.zeros(2, 1, 4, 8)
     with pytest.raises(ValueError, match="varlen"):
         packed_attention.per_sample_sdpa_forward(torch.nn.Module(), q, q, q, None)
+
+
+def test_gradient_checkpointing_keeps_the_mask_path(shards, gqa_micro, monkeypatch):
+    """Checkpointing recomputes layers in backward, outside the per-sample switch: such runs take the
+    block mask (the same tensors in both passes), and their gradients still match the samples alone."""
+    model, processor = gqa_micro
+    ds = MixedShardStream(StreamSpec(str(shards), None, 0, 0, 1, 4, 0), processor)
+    encoded = [ds._encode(*ds.schedule.lookup(g), Counter())[0] for g in ds.global_indices(0)]
+    pad = processor.tokenizer.pad_token_id
+    batch = collate(encoded, pad, packing=True, pack_length=256)
+    called: list[int] = []
+    monkeypatch.setitem(packed_attention.AttentionInterface._global_mapping, packed_attention.PER_SAMPLE_SDPA,
+                        lambda *a, **k: called.append(1))
+
+    def grads(batches) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        for b in batches:
+            causal_lm_loss(model(**{k: b[k] for k in MODEL_INPUTS if k in b}).logits, b["labels"],
+                           reduction="none").sum().backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    model.train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        packed = grads([batch])
+        alone = grads([collate([e], pad) for e in encoded])
+    finally:
+        model.gradient_checkpointing_disable()
+        model.eval()
+        model.zero_grad(set_to_none=True)
+    assert not called
+    assert max((a - b).abs().max().item() for a, b in zip(packed, alone)) <= 1e-4
