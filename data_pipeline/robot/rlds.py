@@ -26,8 +26,8 @@ fails the build with one error naming the pip command (`RLDS_INSTALL`).
 
 A process forked after TensorFlow has run deadlocks in its first TensorFlow call (measured: the
 pool's workers hang), and the build forks its workers from the parent. So the source's parent-side
-steps (reading the folder's layout, the statistics pass) run in a freshly spawned helper process and
-the parent never starts TensorFlow; a worker forked from a process that did run it refuses to read
+steps (reading the folder's layout, the statistics pass) run in a spawned helper process and the
+parent never starts TensorFlow; a worker forked from a process that had loaded it refuses to read
 (`forked_after_tensorflow`) instead of hanging.
 """
 from __future__ import annotations
@@ -37,6 +37,7 @@ import multiprocessing as mp
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -417,11 +418,33 @@ def _tagged(fn: Callable[..., Any], *args: Any) -> tuple:
         return ("keys", str(exc))
 
 
-def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
-    """fn(*args) in a freshly spawned interpreter, so that this process never runs TensorFlow and
-    can still fork workers; the reader's errors are raised here as they were there."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        kind, *rest = pool.submit(_tagged, fn, *args).result()
+_HELPER: ProcessPoolExecutor | None = None
+
+
+def _stop_helper() -> None:
+    """Runs before this process forks: no helper thread may be alive across a fork."""
+    global _HELPER
+    if _HELPER is not None:
+        _HELPER.shutdown(wait=True)
+        _HELPER = None
+
+
+os.register_at_fork(before=_stop_helper)
+
+
+def in_helper_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) in a spawned helper interpreter (started on first use, reused until this process
+    forks), so that this process never runs TensorFlow and can still fork workers; the reader's
+    errors are raised here as they were there. Spawning re-imports the main module: a script that
+    builds an rlds source needs the usual `if __name__ == "__main__":` guard (`magma` has it)."""
+    global _HELPER
+    if _HELPER is None:
+        _HELPER = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+    try:
+        kind, *rest = _HELPER.submit(_tagged, fn, *args).result()
+    except BrokenProcessPool:
+        _HELPER = None  # the helper died (e.g. out of memory): the next call starts another
+        raise
     if kind == "ok":
         return rest[0]
     if kind == "unavailable":
@@ -478,11 +501,11 @@ class RldsSource(_RobotSource):
         root = self.checked_root(_robot_view(cfg))
         where = f"source {cfg.name!r} (rlds)"
         try:
+            builder_dir = str(find_builder_dir(root))
             missing = missing_tfds()
             if missing:
                 raise RldsUnavailable(missing)
-            builder_dir = str(find_builder_dir(root))
-            layout, keys = in_fresh_process(_layout_and_keys, builder_dir, p)
+            layout, keys = in_helper_process(_layout_and_keys, builder_dir, p)
         except RldsUnavailable as exc:
             # A build must not report success without this source's data: fail it, say the fix.
             raise ConfigError(exc.problem, key=where, fix=f"install them with: {RLDS_INSTALL}") from None
@@ -502,7 +525,7 @@ class RldsSource(_RobotSource):
 
     def prepare(self, cfg: SourceConfig, items: list[WorkItem]) -> dict[str, Any]:
         """The shared statistics pass, run where TensorFlow may start (see the module docstring)."""
-        return in_fresh_process(_prepare, _robot_view(cfg).model_dump_json(), items)
+        return in_helper_process(_prepare, _robot_view(cfg).model_dump_json(), items)
 
     def process(self, item: WorkItem, cfg: SourceConfig, context: dict[str, Any]) -> list[Sample]:
         return super().process(item, _robot_view(cfg), context)

@@ -294,6 +294,7 @@ def test_rlds_build_samples_and_action_stats(oxe_root: dict[str, Any], tmp_path:
         assert s.dataset == "toy_franka" and s.source == "robot/toy_franka"
 
 
+@pytest.mark.timeout(300)
 def test_rlds_workers_forked_after_tensorflow_refuse_instead_of_hanging(oxe_root: dict[str, Any],
                                                                         tmp_path: Path) -> None:
     """This test process has loaded TensorFlow (the fixtures): workers forked from it would deadlock
@@ -318,14 +319,16 @@ def test_rlds_oxe_example_config_builds_the_datasets_present(oxe_root: dict[str,
     assert others and manifest["skipped"] == {"path_not_found": len(others)}
 
 
-def test_rlds_bad_keys_split_and_truncated_shard(oxe_root: dict[str, Any], tmp_path: Path) -> None:
+def test_rlds_bad_keys_split_and_truncated_shard(oxe_root: dict[str, Any], tfds_module: Any,
+                                                 tmp_path: Path) -> None:
     path = str(oxe_root["template_dir"])
     base = {"path": path, "tom": False}
     for k, (params, match) in enumerate([({"camera": "top_image"}, "image, wrist_image|wrist_image, image"),
-                                         ({"split": "test"}, "train, val"),
-                                         ({"action_keys": ["world_vector"]}, "action is a tensor")]):
+                                         ({"split": "test"}, "train, val")]):
         with pytest.raises(ConfigError, match=match):
             _build(tmp_path / f"bad{k}", [SourceConfig(name="franka", type="rlds", params={**base, **params})])
+    with pytest.raises(rlds.RldsKeyError, match="action is a tensor"):
+        rlds.resolve_keys(rlds.describe_rlds(path), action_keys=["world_vector"])
     # A truncated shard: the episodes before the cut are read, the rest counted unreadable.
     broken = tmp_path / "broken" / "toy_franka" / "1.0.0"
     shutil.copytree(oxe_root["template_dir"], broken)
@@ -339,6 +342,13 @@ def test_rlds_bad_keys_split_and_truncated_shard(oxe_root: dict[str, Any], tmp_p
     detail = next(s["detail"] for s in json.loads((tmp_path / "out/franka/manifest.json").read_text())[
         "skipped_items"] if s["reason"] == "unreadable_episode")
     assert str(broken) in detail and "episode" in detail
+    # A TFDS folder that is not RLDS (no `steps`): the source is skipped with its reason.
+    flat = _write_builder(tfds_module, tmp_path / "flat", "toy_flat", "1.0.0", lambda b: tfds_module.core.DatasetInfo(
+        builder=b, features=tfds_module.features.FeaturesDict({"x": tfds_module.features.Tensor(
+            shape=(2,), dtype=np.float32)})), {"train": [{"x": np.zeros(2, np.float32)}]})
+    manifest = _build(tmp_path / "flat_out", [SourceConfig(name="flat", type="rlds", params={
+        "path": str(flat), "tom": False})])
+    assert manifest["skipped"] == {"not_rlds": 1} and manifest["num_samples"] == 0
 
 
 # ---------------------------------------------------------------- without TensorFlow (always run)
@@ -351,9 +361,26 @@ def without_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_rlds_without_tensorflow_is_one_clear_error(without_tensorflow: None) -> None:
+    assert rlds.missing_tfds() == "No module named 'tensorflow'"
     with pytest.raises(rlds.RldsUnavailable) as info:
         rlds.import_tfds()
     assert "tensorflow-datasets" in str(info.value) and rlds.RLDS_INSTALL in str(info.value)
+
+
+def test_rlds_builder_folder_lookup(tmp_path: Path) -> None:
+    """OXE paths are <dataset>/<version>/: the dataset folder with one version resolves to it."""
+    for version in ("0.1.0", "1.0.0"):
+        (tmp_path / "bridge" / version).mkdir(parents=True)
+        for name in rlds.BUILDER_FILES:
+            (tmp_path / "bridge" / version / name).write_text("{}")
+        if version == "0.1.0":
+            assert rlds.find_builder_dir(tmp_path / "bridge") == tmp_path / "bridge" / "0.1.0"
+    with pytest.raises(rlds.EpisodeError, match="0.1.0, 1.0.0") as info:
+        rlds.find_builder_dir(tmp_path / "bridge")
+    assert info.value.reason == "ambiguous_dataset"
+    with pytest.raises(rlds.EpisodeError, match="dataset_info.json") as info:
+        rlds.find_builder_dir(tmp_path)
+    assert info.value.reason == "unreadable_dataset"
 
 
 def test_rlds_build_without_tensorflow_fails_instead_of_succeeding(
