@@ -363,11 +363,15 @@ def main() -> int:
             print(f"2 ranks / 1 process (padded): samples/s x{two['samples_per_s'] / one['samples_per_s']:.2f}; "
                   f"packed: x{two_packed['samples_per_s'] / packed_run['samples_per_s']:.2f}; packing on 2 ranks: "
                   f"samples/s x{two_packed['samples_per_s'] / two['samples_per_s']:.2f} vs padded")
-        diff, diff_sum = packed_loss_difference(shards, args.model_config, args.micro_batch, args.pack_length)
-        print(f"packing: samples/s x{packed_run['samples_per_s'] / one['samples_per_s']:.2f} vs padded (same shards), "
-              f"max per-sample loss difference {diff:.2e}")
-        print(f"  (per-sample loss = mean over the sample's target tokens; of the summed token losses: {diff_sum:.2e})")
+        # The quickstart's setting (2 ranks of one thread) unless skipped: one process of two
+        # OpenMP threads slows down several-fold whenever another process takes a core.
         quick = "2 ranks ZeRO-2, packed" if not args.skip_ranks else "1 process, packed"
+        base = quick.replace("packed", "padded")
+        diff, diff_sum = packed_loss_difference(shards, args.model_config, args.micro_batch, args.pack_length)
+        print(f"packing: samples/s x{runs[quick]['samples_per_s'] / runs[base]['samples_per_s']:.2f} vs padded "
+              f"(same shards), max per-sample loss difference {diff:.2e}")
+        print(f"  ({quick} vs {base}; 1 process: x{packed_run['samples_per_s'] / one['samples_per_s']:.2f}; "
+              f"per-sample loss = mean over the sample's target tokens, of the summed token losses: {diff_sum:.2e})")
         achieved = runs[quick]["flops_per_s"]
         print(f"cpu mfu: {achieved / peak:.1%} of measured GEMM peak ({achieved / 1e9:.1f} / {peak / 1e9:.1f} GFLOP/s)")
         print(f"  (useful training FLOPs of real tokens, magma.flops, per step time of the quickstart's setting: "
