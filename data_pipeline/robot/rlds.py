@@ -261,13 +261,13 @@ class _Cursor:
     """Episodes of one split in file order from `start`; serves increasing indices without
     reopening (tfrecord has no index: reopening at episode i scans its shard up to i)."""
 
-    def __init__(self, tfds: Any, builder_dir: str, split: str, start: int, skip_images: tuple[str, ...]):
+    def __init__(self, tfds: Any, builder_dir: str, split: str, start: int,
+                 skip_images: tuple[tuple[str, ...], ...]):
         decoders = _skip_decoding(tfds, skip_images)
         builder = tfds.builder_from_directory(builder_dir)
         dataset = builder.as_dataset(split=f"{split}[{start}:]", decoders=decoders, shuffle_files=False)
         self._episodes = iter(dataset)
         self.next_index = start
-        self.pid = os.getpid()
 
     def take(self, index: int) -> dict[str, np.ndarray]:
         """Episode `index`'s steps as {'/'-joined key: array [T, ...]}."""
@@ -285,14 +285,14 @@ class _Cursor:
         return _flatten(tf.nest.map_structure(lambda x: x.numpy(), batch))
 
 
-def _skip_decoding(tfds: Any, image_paths: tuple[str, ...]) -> dict[str, Any] | None:
-    """tfds decoders that leave these step images encoded (bytes, never decoded)."""
+def _skip_decoding(tfds: Any, image_paths: tuple[tuple[str, ...], ...]) -> dict[str, Any] | None:
+    """tfds decoders that leave these step images (key paths) encoded: bytes, never decoded."""
     if not image_paths:
         return None
     step: dict[str, Any] = {}
     for path in image_paths:
         node = step
-        *parents, last = path.split("/")
+        *parents, last = path
         for part in parents:
             node = node.setdefault(part, {})
         node[last] = tfds.decode.SkipDecoding()
@@ -300,7 +300,6 @@ def _skip_decoding(tfds: Any, image_paths: tuple[str, ...]) -> dict[str, Any] | 
 
 
 _CURSORS: dict[tuple[str, str, str | None], _Cursor] = {}
-_INHERITED: list[_Cursor] = []  # a forked worker's copies of the parent's readers, never touched
 _FORKED_AFTER_TF = False  # this process was forked from one that had imported TensorFlow
 
 
@@ -313,7 +312,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _episode_record(builder_dir: str, split: str, index: int, camera: str | None,
-                    layout_images: tuple[str, ...]) -> dict[str, Any]:
+                    layout_images: tuple[tuple[str, ...], ...]) -> dict[str, np.ndarray]:
     if _FORKED_AFTER_TF:
         raise EpisodeError("forked_after_tensorflow", f"{builder_dir}: this worker was forked from a process "
                            "that had already loaded TensorFlow, where TensorFlow deadlocks; build with "
@@ -321,11 +320,9 @@ def _episode_record(builder_dir: str, split: str, index: int, camera: str | None
     tfds = import_tfds()
     key = (builder_dir, split, camera)
     cursor = _CURSORS.get(key)
-    if cursor is not None and cursor.pid != os.getpid():
-        _INHERITED.append(_CURSORS.pop(key))
-        cursor = None
     if cursor is None or not 0 <= index - cursor.next_index <= _MAX_FORWARD_SKIP:
-        skip = tuple(p for p in layout_images if p != (f"observation/{camera}" if camera else None))
+        keep = f"observation/{camera}" if camera else None
+        skip = tuple(p for p in layout_images if "/".join(p) != keep)
         cursor = _CURSORS[key] = _Cursor(tfds, builder_dir, split, index, skip)
     try:
         return cursor.take(index)
@@ -374,7 +371,7 @@ def read_rlds_episode(builder_dir: str | Path, index: int, keys: RldsKeys, split
     builder_dir = str(builder_dir)
     layout = describe_rlds(builder_dir)
     where = f"{builder_dir} [{split}] episode {index}"
-    images_all = tuple(k for k, leaf in layout.leaves.items() if leaf.kind == "image")
+    images_all = tuple(leaf.path for leaf in layout.leaves.values() if leaf.kind == "image")
     try:
         steps = _episode_record(builder_dir, split, index, keys.camera if load_images else None, images_all)
     except StopIteration:
