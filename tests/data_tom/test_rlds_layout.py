@@ -311,11 +311,12 @@ def test_rlds_oxe_example_config_builds_the_datasets_present(oxe_root: dict[str,
     """The example mix's fractal keys work on a folder with RT-1's published features; datasets
     absent from OXE_ROOT are skipped and counted, not fatal."""
     mix = load_mix_config(ROOT / "configs/data/oxe-example.yaml", {"OXE_ROOT": str(oxe_root["root"])})
-    mix = mix.model_copy(update={"sources": [s for s in mix.sources if s.params.get("tom") is False]})
     manifest = build_mix(mix, tmp_path / "out", workers=0, progress=False)
     assert manifest["counts_by_source"]["fractal"] == sum(RT1_LENGTHS)
-    assert set(manifest["action_stats"]) == {"fractal20220817_data"}
-    others = [s.name for s in mix.sources if s.name != "fractal"]
+    stats = manifest["action_stats"]
+    assert set(stats) == {"fractal20220817_data"}  # fractal and fractal_tom agree on it
+    assert stats["fractal20220817_data"]["mask"] == [True] * 6 + [False]  # the gripper stays raw
+    others = [s.name for s in mix.sources if not s.name.startswith("fractal")]
     assert others and manifest["skipped"] == {"path_not_found": len(others)}
 
 
