@@ -238,6 +238,8 @@ def resolve_keys(layout: RldsLayout, camera: str | None = None, state_keys: list
                                                      if leaf.kind == "text" or k in INSTRUCTION_KEYS])
     if layout.dict_action:
         entries = layout.under("action", "tensor")
+        if not entries:
+            raise RldsKeyError("the steps hold no action (no steps/action feature): not a robot dataset")
         if not action_keys:
             raise RldsKeyError(f"the action is a dict ({', '.join(entries)}): set action_keys to the entries "
                                "to concatenate, in order (e.g. world_vector, rotation_delta, "
