@@ -125,3 +125,10 @@ def test_pretrain_resumes_exactly_and_loads_through_text_pretrained(tmp_path, mo
         theirs = source(input_ids=ids).logits[0].float()
     assert torch.allclose(ours.float(), theirs, atol=1e-4)
     assert tok.convert_tokens_to_ids("<act_0>") >= source.config.vocab_size  # action tokens appended
+
+
+@pytest.mark.parametrize("family", sorted(tc.FAMILIES))
+def test_every_family_draws_for_many_seeds(family, tokenizer):
+    for seed in range(400):
+        ids, mask = tc.encode_example(tokenizer, tc.FAMILIES[family](np.random.default_rng(seed)))
+        assert len(ids) == len(mask) and any(mask)

@@ -48,7 +48,7 @@ _UI_WORDS = ("ok okay yes no cancel submit next previous back search login logou
 _SYLLABLES = ("ba be bi bo bu ka ke ki ko ku ta te ti to tu ra re ri ro ru sa se si so su na ne ni no nu "
               "la le li lo lu ma me mi mo mu pa pe pi po pu da de di do du va ve vi vo vu").split()
 ROLES = ("button", "link", "text", "textbox", "checkbox", "tab", "header")
-ORDINALS = ("1st", "2nd", "3rd", "4th", "5th", "6th", "7th", "8th")
+ORDINALS = ("1st", "2nd", "3rd", "4th", "5th", "6th", "7th", "8th", "9th", "10th")
 NUMBER_WORDS = ("ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX")
 
 
