@@ -66,6 +66,18 @@ for bad in torchvision torchaudio torchcodec timm; do
   fi
 done
 
+# RLDS (Open X-Embodiment) reading needs TensorFlow: opt in with MAGMA_RLDS=1. It goes in a venv of
+# its own that sees the project's packages (a .pth file), so training processes never import it.
+if [ "${MAGMA_RLDS:-0}" = 1 ]; then
+  [ -x .venv-rlds/bin/python ] || { say "creating .venv-rlds (TensorFlow for the rlds source)"; python3 -m venv .venv-rlds; }
+  SITE=$(.venv-rlds/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  $PY -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > "$SITE/magma-project.pth"
+  if ! .venv-rlds/bin/python -c "import tensorflow_datasets" >/dev/null 2>&1; then
+    say "installing tensorflow-cpu + tensorflow-datasets into .venv-rlds (~1.5 GB, ~1 min)"
+    .venv-rlds/bin/python -m pip --disable-pip-version-check install -q "tensorflow-cpu>=2.21" "tensorflow-datasets>=4.9.10"
+  fi
+fi
+
 say "checking imports"
 $PY - <<'PY'
 import torch, transformers, deepspeed, accelerate, cv2
