@@ -13,6 +13,8 @@ Run folder layout (`run_dir` in the config):
                                        lr (the first parameter group's: the LM's, or the
                                        projector's when the LM is frozen), grad_norm,
                                        tokens_per_s, samples_per_s, padding_frac,
+                                       train_flops (useful training FLOPs of the global
+                                       batch's real tokens, magma.flops), flops_per_s,
                                        data_wait_frac, step_time_s, skipped
     <run_dir>/tensorboard/             TensorBoard scalars (train/<metric>)
     <run_dir>/checkpoints/step-N/      HF folder (load_checkpoint) + resume/ (optimizer, engine,
