@@ -634,7 +634,8 @@ def draw_scene(rng: np.random.Generator, kind: str | None = None) -> Drawn:
     for (u, v), width in (((base, shoulder), 15), ((shoulder, elbow), 13), ((elbow, wrist), 9)):
         c.line([u, v], _shade(red, 0.55), int(width * s) + 2, role="arm")
         c.line([u, v], red, int(width * s), role="arm")
-        c.line([(u[0] - 2, u[1] - 2), (v[0] - 2, v[1] - 2)], _shade(red, 1.4), max(1, int(width * s) // 4))
+        sheen = tuple(int(0.6 * v + 0.4 * 255) for v in red)  # a pale highlight: the goal is the bright red thing
+        c.line([(u[0] - 2, u[1] - 2), (v[0] - 2, v[1] - 2)], sheen, max(1, int(width * s) // 4))
     c.disc(elbow, 8 * s, red, role="arm")
     c.disc(shoulder, 8 * s, red, role="arm")
     c.rect((int(wrist[0] - 4 * s), int(wrist[1]), int(wrist[0] + 4 * s) + 1, int(grip[1] - 6 * s)), red, role="arm")

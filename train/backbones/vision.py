@@ -51,7 +51,7 @@ class VisionRecipe(StrictModel):
     hidden_sizes: list[int] | None = None
     image_size: int | None = None
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(4e-3, gt=0)
     warmup: int = Field(100, ge=0)
     weight_decay: float = Field(0.05, ge=0)
     ui_fraction: float = Field(0.6, ge=0, le=1)
