@@ -51,16 +51,21 @@ def run_record(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- evaluate
 
+def add_policy_options(p: argparse.ArgumentParser, engine_default: str | None = None) -> None:
+    """The options every evaluation takes to reach a policy: a checkpoint (in process) or a server."""
+    p.add_argument("--checkpoint", help="checkpoint folder (in-process policy)")
+    p.add_argument("--server", help="policy server URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--token", help="bearer token for the server")
+    p.add_argument("--engine", choices=["hf", "vllm"], default=engine_default, help="in-process engine")
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = subcommand(sub, "run", run_suite,
                    "closed-loop evaluation (the default: 'magma eval --config ...' runs it)",
                    description="Closed-loop evaluation on held-out seeds of MiniWoB++ and "
                    "Meta-World, with random and scripted-expert baselines measured in the same run.")
     p.add_argument("--config", required=True, help="configs/eval/<suite>.yaml")
-    p.add_argument("--checkpoint", help="checkpoint folder (in-process policy)")
-    p.add_argument("--server", help="policy server URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--token", help="bearer token for the server")
-    p.add_argument("--engine", choices=["hf", "vllm"], help="in-process engine")
+    add_policy_options(p)
     p.add_argument("--out", help="run folder (default: <config out>/<name>-<timestamp>)")
     p.add_argument("--episodes", type=int, help="override policy episodes per task")
     p.add_argument("--training-metrics", help="training metrics.jsonl for the loss plot")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 
 @dataclass
@@ -33,3 +33,17 @@ class Mark:
             raise ValueError(f"mark {d.get('id')!r}: box needs 4 numbers, got {box!r}")
         return cls(id=int(d["id"]), box=tuple(float(v) for v in box),  # type: ignore[arg-type]
                    text=str(d.get("text", "")), role=str(d.get("role", "")))
+
+
+def reading_order(boxes: Sequence[Sequence[float]]) -> list[int]:
+    """Indices sorted into lines (top to bottom), each line left to right. A box joins the
+    current line when its vertical centre lies within the line's first box."""
+    order = sorted(range(len(boxes)), key=lambda i: ((boxes[i][1] + boxes[i][3]) / 2, boxes[i][0]))
+    lines: list[list[int]] = []
+    for i in order:
+        cy = (boxes[i][1] + boxes[i][3]) / 2
+        if lines and boxes[lines[-1][0]][1] <= cy <= boxes[lines[-1][0]][3]:
+            lines[-1].append(i)
+        else:
+            lines.append([i])
+    return [i for line in lines for i in sorted(line, key=lambda j: (boxes[j][0], boxes[j][1]))]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from magma.marks import Mark
+from magma.marks import Mark, reading_order
 
 _INPUT_ROLES = {"text": "textbox", "password": "textbox", "email": "textbox", "number": "textbox",
                 "search": "textbox", "tel": "textbox", "url": "textbox", "date": "textbox",
@@ -61,20 +61,6 @@ def _clip(box: Sequence[float], screen: tuple[int, int] | None) -> tuple[float, 
     if screen is not None:
         x1, y1 = min(float(screen[0]), x1), min(float(screen[1]), y1)
     return x0, y0, x1, y1
-
-
-def reading_order(boxes: Sequence[Sequence[float]]) -> list[int]:
-    """Indices sorted into lines (top to bottom), each line left to right. A box joins the
-    current line when its vertical centre lies within the line's first box."""
-    order = sorted(range(len(boxes)), key=lambda i: ((boxes[i][1] + boxes[i][3]) / 2, boxes[i][0]))
-    lines: list[list[int]] = []
-    for i in order:
-        cy = (boxes[i][1] + boxes[i][3]) / 2
-        if lines and boxes[lines[-1][0]][1] <= cy <= boxes[lines[-1][0]][3]:
-            lines[-1].append(i)
-        else:
-            lines.append([i])
-    return [i for line in lines for i in sorted(line, key=lambda j: (boxes[j][0], boxes[j][1]))]
 
 
 def _label_for(control: tuple[float, ...], texts: list[tuple[int, tuple[float, ...], str]]

@@ -184,16 +184,15 @@ def build_results(out: str | Path, agents: Sequence[str], policy: str, max_steps
 # ---------------------------------------------------------------- CLI
 
 def add_command(sub: argparse._SubParsersAction) -> None:
+    from eval.cli import add_policy_options  # eval.cli imports this module when it builds its parser
+
     p = subcommand(sub, "browsergym", run_command,
                    "the policy as a BrowserGym agent on browsergym/miniwob.* tasks (optional install)",
                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="comma-separated MiniWoB++ task names")
     p.add_argument("--episodes", type=int, default=10, help="held-out seeds per task and agent")
     p.add_argument("--agent", default="policy", help="comma-separated subset of policy,oracle,random")
-    p.add_argument("--checkpoint", help="checkpoint folder (in-process policy)")
-    p.add_argument("--server", help="policy server URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--token", help="bearer token for the server")
-    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="in-process engine")
+    add_policy_options(p, engine_default="hf")
     p.add_argument("--max-steps", type=int, default=MAX_STEPS)
     p.add_argument("--seed-offset", type=int, default=0, help="start this many seeds into the held-out split")
     p.add_argument("--chromium", help="chromium executable (default /usr/lib/chromium/chromium)")

@@ -276,15 +276,14 @@ def write_outputs(run: Run, out: Path, agent: str, described: str, data: str, op
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
+    from eval.cli import add_policy_options  # eval.cli imports this module when it builds its parser
+
     p = subcommand(sub, "mind2web", run_mind2web,
                    "Multimodal-Mind2Web offline benchmark: element accuracy, operation F1, step and task "
                    "success (the paper's definitions)", description=__doc__,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a Multimodal-Mind2Web parquet file or a folder of them")
-    p.add_argument("--checkpoint", help="checkpoint folder (in-process policy)")
-    p.add_argument("--server", help="policy server URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--token", help="bearer token for the server")
-    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="in-process engine")
+    add_policy_options(p, engine_default="hf")
     p.add_argument("--agent", choices=AGENTS, default="policy")
     p.add_argument("--max-steps", type=int, help="score whole tasks until this many steps are scored")
     p.add_argument("--seed", type=int, default=0, help="the random agent's seed")

@@ -244,14 +244,13 @@ def run_benchmark(data: Path, agent: Agent, out: Path, max_samples: int | None =
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     """`screenspot` in `magma eval` (see eval.cli)."""
+    from eval.cli import add_policy_options  # eval.cli imports this module when it builds its parser
+
     p = subcommand(sub, "screenspot", run, "GUI grounding accuracy on a ScreenSpot folder",
                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True,
                    help="folder with screenspot_{mobile,desktop,web}.json and screenspot_imgs/")
-    p.add_argument("--checkpoint", help="checkpoint folder (in-process policy)")
-    p.add_argument("--server", help="policy server URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--token", help="bearer token for the server")
-    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="in-process engine")
+    add_policy_options(p, engine_default="hf")
     p.add_argument("--agent", choices=AGENTS, default="policy")
     p.add_argument("--max-samples", type=int, help="score this many samples, evenly spaced over the splits")
     p.add_argument("--splits", default=",".join(SCREENSPOT_SPLITS), help="comma-separated subset")

@@ -35,6 +35,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from magma.marks import reading_order
+
 UI_SIZE = (160, 210)  # width, height of a MiniWoB++ screen
 SCENE_SIZE = (128, 128)  # the quickstart's Meta-World camera
 BAR_HEIGHT = 50  # MiniWoB++'s yellow instruction area
@@ -440,20 +442,6 @@ def _layout_checkboxes(c: Canvas, rng: np.random.Generator, size: int) -> tuple[
 
 UI_LAYOUTS = {"buttons": _layout_buttons, "links": _layout_links, "tabs": _layout_tabs, "dialog": _layout_dialog,
               "scatter": _layout_scatter, "textboxes": _layout_textboxes, "checkboxes": _layout_checkboxes}
-
-
-def reading_order(boxes: list[tuple[int, int, int, int]]) -> list[int]:
-    """Lines top to bottom (a box joins a line when its centre row lies in the line's first box),
-    each line left to right: the order in which the project numbers marks."""
-    order = sorted(range(len(boxes)), key=lambda i: ((boxes[i][1] + boxes[i][3]) / 2, boxes[i][0]))
-    lines: list[list[int]] = []
-    for i in order:
-        cy = (boxes[i][1] + boxes[i][3]) / 2
-        if lines and boxes[lines[-1][0]][1] <= cy <= boxes[lines[-1][0]][3]:
-            lines[-1].append(i)
-        else:
-            lines.append([i])
-    return [i for line in lines for i in sorted(line, key=lambda j: boxes[j][0])]
 
 
 @lru_cache(maxsize=None)
