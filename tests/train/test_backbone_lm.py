@@ -78,7 +78,7 @@ def test_pretrain_resumes_exactly_and_loads_through_text_pretrained(tmp_path, mo
                            probe_every=4)
 
     straight = run("straight")
-    assert set(straight) >= {"exact/ui_click", "token_copy", "chance/ui_click"}
+    assert set(straight) >= {"exact/ui_click", "mark_id/ui_click", "token_copy", "chance/ui_click"}
 
     # a run that dies right after its step-2 checkpoint, then the same command again
     class Crash(RuntimeError):
@@ -132,3 +132,29 @@ def test_every_family_draws_for_many_seeds(family, tokenizer):
     for seed in range(400):
         ids, mask = tc.encode_example(tokenizer, tc.FAMILIES[family](np.random.default_rng(seed)))
         assert len(ids) == len(mask) and any(mask)
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts the true next token everywhere (or, with `wrong_digits`, a wrong digit at every
+    position whose next token is a digit)."""
+
+    def __init__(self, vocab: int, digit_ids: set[int] = frozenset(), wrong_digits: bool = False):
+        super().__init__()
+        self.vocab, self.digit_ids, self.wrong = vocab, digit_ids, wrong_digits
+
+    def forward(self, input_ids):
+        from types import SimpleNamespace
+        nxt = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)
+        if self.wrong:
+            nxt = torch.where(torch.isin(nxt, torch.tensor(sorted(self.digit_ids))), 0, nxt)
+        return SimpleNamespace(logits=torch.nn.functional.one_hot(nxt, self.vocab).float())
+
+
+def test_mark_id_probe_reads_the_digits_of_the_answer(tokenizer):
+    from train.backbones.lm import _answer_exact, _mark_id_accuracy
+    examples = [tc.ui_click(np.random.default_rng(s)) for s in range(20)]
+    digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    oracle = _Oracle(len(tokenizer))
+    assert _mark_id_accuracy(oracle, tokenizer, examples) == 1.0 == _answer_exact(oracle, tokenizer, examples)
+    wrong = _Oracle(len(tokenizer), digits, wrong_digits=True)
+    assert _mark_id_accuracy(wrong, tokenizer, examples) == 0.0

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SIZES = REPO / "configs" / "model" / "tiny.yaml"
 PROBE_SEED = 12345
 PROBE_EXAMPLES = 96
+MARK_FAMILIES = ("ui_click", "ui_ordinal", "grounding")  # answers that end in `Mark <id>`
 
 
 def build_lm(tokenizer: Any, sizes: Path = DEFAULT_SIZES, seed: int = 0) -> torch.nn.Module:
@@ -63,6 +64,22 @@ def _answer_exact(model: torch.nn.Module, tokenizer: Any, examples: list[tc.Exam
     return hits / len(examples)
 
 
+def _mark_id_accuracy(model: torch.nn.Module, tokenizer: Any, examples: list[tc.Example]) -> float:
+    """Teacher-forced share of examples whose mark id (the digits before the answer's end of
+    turn, one token per digit) is predicted: the lookup alone, without copying the label."""
+    hits = 0
+    for example in examples:
+        ids, mask = tc.encode_example(tokenizer, example)
+        answer = next(text for text, supervised in example if supervised)
+        digits = len(answer.removesuffix(tc.END_OF_TURN).rsplit(" ", 1)[1])
+        x = torch.tensor([ids])
+        pred = model(input_ids=x).logits[0, :-1].argmax(-1)
+        end = max(i for i, m in enumerate(mask) if m)  # the end-of-turn token
+        span = range(end - digits, end)
+        hits += all(int(pred[i - 1]) == ids[i] for i in span)
+    return hits / len(examples)
+
+
 def _token_copy_accuracy(model: torch.nn.Module, vocab: int) -> float:
     """72 random ids; a 6-20 id segment repeated at a random later offset; accuracy on the repeat."""
     rng = np.random.default_rng(PROBE_SEED)
@@ -83,7 +100,10 @@ def probe_lm(model: torch.nn.Module, tokenizer: Any, text_vocab: int) -> dict[st
     out: dict[str, float] = {}
     for name, family in tc.FAMILIES.items():
         rng = np.random.default_rng([PROBE_SEED, len(name)])
-        out[f"exact/{name}"] = round(_answer_exact(model, tokenizer, [family(rng) for _ in range(PROBE_EXAMPLES)]), 4)
+        examples = [family(rng) for _ in range(PROBE_EXAMPLES)]
+        out[f"exact/{name}"] = round(_answer_exact(model, tokenizer, examples), 4)
+        if name in MARK_FAMILIES:
+            out[f"mark_id/{name}"] = round(_mark_id_accuracy(model, tokenizer, examples), 4)
     rng = np.random.default_rng([PROBE_SEED, 0])
     out["chance/ui_click"] = round(float(np.mean([1 / int(rng.integers(2, 14)) for _ in range(1000)])), 4)
     out["token_copy"] = round(_token_copy_accuracy(model, text_vocab), 4)
