@@ -153,10 +153,37 @@ def stop_server(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _backbones_line(run: Path) -> str | None:
+    """Which backbones the run's model started from (its train config's model spec)."""
+    import yaml
+
+    from magma.model_config import load_model_spec
+
+    cfg = run / "train" / "config.yaml"
+    if not cfg.exists():
+        return None
+    model = (yaml.safe_load(cfg.read_text()) or {}).get("model", {})
+    if not model.get("config"):
+        return None
+    path = Path(model["config"])
+    if not path.is_absolute() and not path.exists():
+        path = Path(__file__).resolve().parents[1] / path  # relative to the repository, as training read it
+    try:
+        spec = load_model_spec(path)
+    except (OSError, ValueError) as exc:  # ConfigError is a ValueError
+        return f"backbones: unknown (model config {model['config']}: {exc})"
+    lm = spec.text.pretrained or "random init (from scratch)"
+    tower = spec.vision.pretrained or "random init (from scratch)"
+    return f"backbones: language model {lm}; vision tower {tower} (model config {model['config']})"
+
+
 def _summary(run: Path, timings: dict[str, float]) -> str:
     lines = ["", "=" * 72, f"quickstart run: {run}", "-" * 72, "stage times:"]
     lines += [f"  {k:22s} {v:7.0f} s" for k, v in timings.items()]
     lines.append(f"  {'total':22s} {sum(timings.values()):7.0f} s")
+    backbones = _backbones_line(run)
+    if backbones:
+        lines.append(backbones)
     metrics = run / "train" / "metrics.jsonl"
     if metrics.exists():
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]

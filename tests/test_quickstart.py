@@ -19,6 +19,8 @@ def test_quickstart_fast_runs_every_stage(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"run folder: {run}" in r.stdout
+    # the summary says which backbones the model started from (random init until tiny ones ship)
+    assert "backbones: language model random init (from scratch); vision tower random init" in r.stdout
     # demonstrations, shards, checkpoint, metrics, results, report
     assert list((run / "episodes" / "miniwob").glob("*/episode.json"))
     assert list((run / "episodes" / "metaworld").glob("*/episode.json"))
