@@ -90,23 +90,6 @@ def miniwob_pages_url() -> str:
     return "file://" + pages + "/"
 
 
-def stop_shared_playwright() -> None:
-    """Stops BrowserGym's process-wide Playwright (it starts one on first use and never stops it).
-    Its sync API keeps an asyncio loop running in this thread, which makes any later
-    `sync_playwright()` in the same process (our page capture, the browser agent) fail with
-    "using Playwright Sync API inside the asyncio loop"."""
-    try:
-        import browsergym.core as core
-    except ImportError:
-        return
-    pw = getattr(core, "_PLAYWRIGHT", None)
-    if pw is not None:
-        try:
-            pw.stop()
-        finally:
-            core._PLAYWRIGHT = None
-
-
 def use_local_chromium(executable: str = CHROMIUM_EXECUTABLE) -> None:
     """Makes `executable` the default browser of BrowserGym's shared Playwright (both of its
     launches). Idempotent; an explicit `executable_path` still wins."""
@@ -452,7 +435,6 @@ class BrowserGymEnv:
             self._env.close()
         except Exception:
             pass
-        stop_shared_playwright()  # the next env starts a fresh one (and re-points it at chromium)
 
     def __enter__(self) -> "BrowserGymEnv":
         return self
