@@ -47,3 +47,12 @@ def reading_order(boxes: Sequence[Sequence[float]]) -> list[int]:
         else:
             lines.append([i])
     return [i for line in lines for i in sorted(line, key=lambda j: (boxes[j][0], boxes[j][1]))]
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two x0, y0, x1, y1 boxes (0 when the union is empty)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

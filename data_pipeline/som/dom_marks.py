@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from magma.marks import Mark, reading_order
+from magma.marks import Mark, box_iou, reading_order
 
 _INPUT_ROLES = {"text": "textbox", "password": "textbox", "email": "textbox", "number": "textbox",
                 "search": "textbox", "tel": "textbox", "url": "textbox", "date": "textbox",
@@ -111,7 +111,7 @@ def marks_from_dom_elements(dom_elements: list[dict[str, Any]],
     for a, abox in interactive:  # nested controls with (nearly) the same box: keep the outer one
         for b, bbox in interactive:
             if a != b and b not in drop and _inside(abox, bbox) and not _inside(bbox, abox) \
-                    and _iou(abox, bbox) > 0.8:
+                    and box_iou(abox, bbox) > 0.8:
                 drop.add(a)
     survivors = [i for i in range(len(kept)) if i not in drop]
     order = reading_order([kept[i][2] for i in survivors])
@@ -131,14 +131,3 @@ def marks_from_dom_elements(dom_elements: list[dict[str, Any]],
                 ref_to_mark.setdefault(int(kept[k][0]["ref"]), ref_to_mark[int(kept[i][0]["ref"])])
                 break
     return marks, ref_to_mark
-
-
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-box_iou = _iou

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from magma.codecs import UIAction
 from magma.config_io import StrictModel
 from magma.layouts.errors import LayoutError
-from magma.marks import Mark
+from magma.marks import Mark, box_iou
 from magma.prompts import LEGEND_MAX_MARKS, history_entry, mark_label
 
 OPS: tuple[str, ...] = ("CLICK", "TYPE", "SELECT")
@@ -463,14 +463,6 @@ def _clip(box: Box, window: tuple[int, int, int, int]) -> Box:
             min(max(box[2], x0), x1), min(max(box[3], y0), y1))
 
 
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _inside(point: tuple[float, float], window: tuple[int, int, int, int]) -> bool:
     return window[0] <= point[0] < window[2] and window[1] <= point[1] < window[3]
 
@@ -517,7 +509,7 @@ def step_view(step: Mind2WebStep, page_size: tuple[int, int], opts: ViewportOpti
         clipped = _clip(c.box, window)
         key = tuple(int(round(v)) for v in clipped)
         if (clipped[2] - clipped[0] < opts.min_mark_size or clipped[3] - clipped[1] < opts.min_mark_size
-                or key in seen or any(_iou(c.box, p) > opts.max_overlap for p in positives)):
+                or key in seen or any(box_iou(c.box, p) > opts.max_overlap for p in positives)):
             continue
         seen.add(key)  # type: ignore[arg-type]
         pool.append((c, clipped))
