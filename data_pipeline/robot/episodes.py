@@ -25,20 +25,6 @@ from magma.episode import EPISODE_FRAMES, EPISODE_META, EpisodeMeta, iter_episod
 
 from data_pipeline.build.skips import SkipItem
 
-# The LeRobot reader lives in data_pipeline.robot.lerobot (it imports this module); these names
-# stay importable from here (PEP 562).
-_LEROBOT_NAMES = ("LEROBOT_INFO", "LEROBOT_DATA_PATH", "LEROBOT_VIDEO_PATH", "LEROBOT_TASKS",
-                  "is_lerobot_dataset", "list_lerobot_episodes", "read_lerobot_episode")
-
-
-def __getattr__(name: str) -> object:
-    if name in _LEROBOT_NAMES:
-        from data_pipeline.robot import lerobot
-
-        return getattr(lerobot, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class EpisodeError(SkipItem):
     """An episode that cannot give trustworthy samples; `reason` is a short counted key."""
 

@@ -122,7 +122,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def detect_input_type(path: Path) -> str | None:
-    from data_pipeline.robot.episodes import HDF5_SUFFIXES, is_lerobot_dataset
+    from data_pipeline.robot.episodes import HDF5_SUFFIXES
+    from data_pipeline.robot.lerobot import is_lerobot_dataset
     from data_pipeline.tom.video import VIDEO_SUFFIXES, list_videos
     from magma.episode import EPISODE_META
 

@@ -10,7 +10,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from data_pipeline.robot.episodes import LEROBOT_DATA_PATH, LEROBOT_VIDEO_PATH, LEROBOT_INFO, RobotEpisode
+from data_pipeline.robot.episodes import RobotEpisode
+from data_pipeline.robot.lerobot import LEROBOT_DATA_PATH, LEROBOT_INFO, LEROBOT_VIDEO_PATH
 
 
 def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float) -> Path:

@@ -11,8 +11,8 @@ import pytest
 from magma.action_tokenizer import ActionStats, ActionTokenizer
 from magma.episode import EPISODE_FRAMES, Episode, EpisodeMeta
 from magma.prompts import robot_action_prompt
-from data_pipeline.robot.episodes import (RobotEpisode, list_hdf5_episodes, list_lerobot_episodes,
-                                          read_hdf5_episode, read_lerobot_episode)
+from data_pipeline.robot.episodes import RobotEpisode, list_hdf5_episodes, read_hdf5_episode
+from data_pipeline.robot.lerobot import list_lerobot_episodes, read_lerobot_episode
 from episode_writers import write_hdf5_episodes, write_lerobot_v3, write_video
 from data_pipeline.build.mix_config import MixConfig
 from data_pipeline.build.writer import build_mix, iter_shard
