@@ -17,12 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from magma.browser import launch_chromium, screenshot_png
 from magma.marks import Mark
 from data_pipeline.som.dom_marks import box_iou, reading_order
-
-CHROMIUM = "/usr/lib/chromium/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 class CaptureError(RuntimeError):
@@ -155,17 +152,17 @@ def marks_from_collected(elements: list[dict[str, Any]]) -> list[Mark]:
 class PageCapturer:
     """One headless chromium, reused for many pages (one per process)."""
 
-    def __init__(self, executable_path: str = CHROMIUM) -> None:
-        if not Path(executable_path).exists():
-            raise CaptureError("no_browser", f"chromium not found at {executable_path}; "
-                               "apt-get install chromium")
+    def __init__(self) -> None:
         try:
             from playwright.sync_api import sync_playwright
         except ImportError:
             raise CaptureError("no_browser", "playwright is not installed (pip install playwright)") from None
         self._pw = sync_playwright().start()
-        self._browser = self._pw.chromium.launch(executable_path=executable_path, headless=True,
-                                                 args=CHROMIUM_ARGS)
+        try:
+            self._browser = launch_chromium(self._pw)
+        except FileNotFoundError as exc:
+            self._pw.stop()
+            raise CaptureError("no_browser", str(exc)) from None
         self._context = self._browser.new_context()
         self._page = None
 
@@ -188,7 +185,7 @@ class PageCapturer:
             if scroll != (0, 0):
                 page.evaluate(f"window.scrollTo({int(scroll[0])}, {int(scroll[1])})")
             elements = page.evaluate(_COLLECT_JS)
-            png = page.screenshot(type="png")
+            png = screenshot_png(page)
         except Exception:
             page.close()  # a broken page is not reused
             raise

@@ -31,8 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from eval.envs.miniwob_env import StepResult, UIObservation
-
-CHROMIUM_EXECUTABLE = "/usr/lib/chromium/chromium"
+from magma.browser import CHROMIUM as CHROMIUM_EXECUTABLE
 ENV_PREFIX = "browsergym/miniwob."
 TEXT_MAX = 256  # miniwob.constants.TEXT_MAX_LENGTH
 # Elements MiniWoB's getDOMInfo leaves out (its own display, not part of the task).

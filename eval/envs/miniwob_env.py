@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from magma.browser import CHROMIUM_ARGS
+
 CHROMIUM_BINARY = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # Without these, chromium phones home (no network here) and stalls or slows episode starts.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run")
+CHROMIUM_FLAGS = ("--headless", *CHROMIUM_ARGS)
 # The keys of a DOM element in the recorder format (interfaces.md); json-safe values.
 DOM_KEYS = ("ref", "left", "top", "width", "height", "tag", "text", "value", "classes", "flags")
 

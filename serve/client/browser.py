@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-CHROMIUM = "/usr/lib/chromium/chromium"
+from magma.browser import launch_chromium, screenshot_png
 
 # Interactive elements in DOM order with their boxes (viewport pixels, CSS px = screenshot px).
 DOM_JS = """() => {
@@ -64,7 +64,7 @@ class AgentRun:
 
 
 def observe(page) -> tuple[str, list[dict]]:
-    png = page.screenshot(type="png")
+    png = screenshot_png(page)
     return base64.b64encode(png).decode("ascii"), page.evaluate(DOM_JS)
 
 
@@ -104,9 +104,7 @@ def run_agent(client, url: str, instruction: str, max_steps: int = 5, viewport=(
     run = AgentRun()
     history: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=headless,
-                                     args=["--no-sandbox", "--disable-background-networking",
-                                           "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = launch_chromium(pw, headless=headless)
         try:
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
             page.goto(url)

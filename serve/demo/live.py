@@ -15,15 +15,14 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 from data_pipeline import perception
-from serve.client.browser import CHROMIUM, execute, history_text, observe, ui_request
+from magma.browser import launch_chromium
+from serve.client.browser import execute, history_text, observe, ui_request
 from serve.demo.backend import Backend, DemoError
 from serve.demo.logic import shorten, draw_click, is_local_target
 
 T = TypeVar("T")
 ASSETS = Path(__file__).resolve().parent / "assets"
 LIVE_PAGE = ASSETS / "live_page.html"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 _capture_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-capture")
 
@@ -68,10 +67,11 @@ class LiveSession:
         if self._browser is None or not self._browser.is_connected():
             from playwright.sync_api import sync_playwright
 
-            if not Path(CHROMIUM).exists():
-                raise DemoError(f"chromium not found at {CHROMIUM}; apt-get install chromium")
             self._pw = self._pw or sync_playwright().start()
-            self._browser = self._pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                self._browser = launch_chromium(self._pw)
+            except FileNotFoundError as exc:
+                raise DemoError(str(exc)) from None
             self._page = None
         if self._page is None or self._page.is_closed():
             self._page = self._browser.new_page(viewport={"width": self.viewport[0], "height": self.viewport[1]})

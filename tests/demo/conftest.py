@@ -14,10 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
+from magma.browser import launch_chromium
+
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/lib/chromium/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 UPLOAD_LIMIT_MB = 1.0
 
 
@@ -120,7 +119,7 @@ def browser_page(demo_url):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(90_000)
         page.goto(demo_url, wait_until="domcontentloaded")
