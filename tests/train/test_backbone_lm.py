@@ -127,6 +127,33 @@ def test_pretrain_resumes_exactly_and_loads_through_text_pretrained(tmp_path, mo
     assert tok.convert_tokens_to_ids("<act_0>") >= source.config.vocab_size  # action tokens appended
 
 
+def test_stop_after_cuts_the_same_run_and_a_later_call_continues_it(tmp_path):
+    """--stop-after N writes step N's weights of the --steps schedule; without it the run goes on
+    and ends where a run never cut ends."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from magma.config_io import ConfigError
+
+    def run(name: str, stop_after=None) -> dict:
+        return pretrain_lm(tmp_path / name, steps=4, batch=2, length=64, sizes=MICRO, checkpoint_every=4,
+                           probe_every=4, stop_after=stop_after)
+
+    run("straight")
+    run("cut", stop_after=3)
+    cut = json.loads((tmp_path / "cut" / "probe.json").read_text())
+    assert (cut["step"], cut["of_steps"]) == (3, 4)
+    assert [r["step"] for r in map(json.loads, (tmp_path / "cut" / "training_log.jsonl").read_text().splitlines())
+            if "probe" in r] == [0, 3]
+    with pytest.raises(ConfigError, match="past --stop-after 2"):
+        run("cut", stop_after=2)
+    run("cut")
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("family", sorted(tc.FAMILIES))
 def test_every_family_draws_for_many_seeds(family, tokenizer):
     for seed in range(400):

@@ -28,7 +28,7 @@ def run_pretrain_lm(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _record_command(out, args)
     probe = pretrain_lm(out, steps=args.steps, resume=args.resume, seed=args.seed, batch=args.batch,
-                        length=args.length, lr=args.lr)
+                        length=args.length, lr=args.lr, stop_after=args.stop_after)
     print(json.dumps(probe, indent=1))
     return 0
 
@@ -38,7 +38,7 @@ def run_pretrain_vision(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _record_command(out, args)
-    probe = pretrain_vision(out, steps=args.steps, resume=args.resume, seed=args.seed)
+    probe = pretrain_vision(out, steps=args.steps, resume=args.resume, seed=args.seed, stop_after=args.stop_after)
     print(json.dumps(probe, indent=1))
     return 0
 
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     vis.add_argument("--steps", type=int, default=3000)
     for q in (lm, vis):
         q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                       help="end this run at STEP of the --steps schedule and write the weights of that step "
+                            "(the same run, cut there: a later call with a later STEP, or without it, continues)")
         q.add_argument("--no-resume", dest="resume", action="store_false",
                        help="start over even if <out>/.work holds a checkpoint")
     pr = subcommand(sub, "probe", run_probe, "run the language-model probes on a folder")

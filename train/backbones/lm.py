@@ -90,7 +90,7 @@ def _token_copy_accuracy(model: torch.nn.Module, vocab: int) -> float:
         s = int(rng.integers(0, 36 - n))
         t = int(rng.integers(s + n, 72 - n))
         x[t:t + n] = x[s:s + n]
-        pred = model(input_ids=torch.tensor([x])).logits[0].argmax(-1).numpy()
+        pred = model(input_ids=torch.from_numpy(x)[None]).logits[0].argmax(-1).numpy()
         correct += int((pred[t:t + n - 1] == x[t + 1:t + n]).sum())
         total += n - 1
     return correct / total
@@ -117,7 +117,8 @@ def lm_tokenizer() -> Any:
 
 def pretrain_lm(out: Path, steps: int, resume: bool = True, seed: int = 0, batch: int = 32, length: int = 384,
                 lr: float = 1e-3, token_copy_frac: float = 0.25, sizes: Path = DEFAULT_SIZES,
-                checkpoint_every: int = 250, probe_every: int = 250) -> dict[str, float]:
+                checkpoint_every: int = 250, probe_every: int = 250,
+                stop_after: int | None = None) -> dict[str, float]:
     """Trains and writes `<out>/` (model + tokenizer, bf16 weights), `<out>/training_log.jsonl`
     and `<out>/probe.json` (the final probe); returns the final probe."""
     out = Path(out)
@@ -125,7 +126,7 @@ def pretrain_lm(out: Path, steps: int, resume: bool = True, seed: int = 0, batch
     model = build_lm(tokenizer, sizes, seed)
     text_vocab = len(tokenizer)
     settings = LoopSettings(steps=steps, lr=lr, warmup=min(200, steps // 10), seed=seed,
-                            checkpoint_every=checkpoint_every, probe_every=probe_every)
+                            checkpoint_every=checkpoint_every, probe_every=probe_every, stop_after=stop_after)
 
     def make_batch(rng: np.random.Generator, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = tc.make_rows(tokenizer, rng, batch, length, token_copy_frac=token_copy_frac,
@@ -143,5 +144,6 @@ def pretrain_lm(out: Path, steps: int, resume: bool = True, seed: int = 0, batch
     model.to(torch.float32)
     tokenizer.save_pretrained(out)
     (out / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "probe.json").write_text(json.dumps({"step": steps, **final}, indent=1) + "\n")
+    record = {"step": settings.last_step, "of_steps": steps, **final}
+    (out / "probe.json").write_text(json.dumps(record, indent=1) + "\n")
     return final

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from magma.config_io import ConfigError
+
 STATE = "state.pt"
 LOG = "training_log.jsonl"
 
@@ -34,6 +36,11 @@ class LoopSettings:
     checkpoint_every: int = 250
     log_every: int = 25
     probe_every: int = 250
+    stop_after: int | None = None  # end this invocation at this step of the `steps` schedule
+
+    @property
+    def last_step(self) -> int:
+        return self.steps if self.stop_after is None else max(0, min(self.steps, self.stop_after))
 
 
 def lr_at(step: int, s: LoopSettings) -> float:
@@ -60,7 +67,8 @@ def run_loop(model: torch.nn.Module, work: Path, settings: LoopSettings,
              loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, float]]],
              probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
              resume: bool = True, desc: str = "pretrain") -> list[dict[str, Any]]:
-    """Trains `model` for `settings.steps` steps; returns the log rows (also in `<work>/training_log.jsonl`).
+    """Trains `model` for `settings.steps` steps (or up to `settings.stop_after`: the same run cut
+    there, continued by a later call); returns the log rows (also in `<work>/training_log.jsonl`).
 
     `make_batch(rng, step)` draws one batch; `loss_fn(model, batch)` returns the loss and extra
     metrics; `probe(model)` (in eval mode, no grad) returns probe results, logged every probe_every
@@ -100,7 +108,11 @@ def run_loop(model: torch.nn.Module, work: Path, settings: LoopSettings,
 
     model.train()
     t0 = time.time()
-    bar = tqdm(range(start + 1, settings.steps + 1), initial=start, total=settings.steps, desc=desc,
+    last = settings.last_step
+    if start > last:
+        raise ConfigError(f"the checkpoint is at step {start}, past --stop-after {last}", file=state_file,
+                          fix="give a later --stop-after, or a fresh --out folder")
+    bar = tqdm(range(start + 1, last + 1), initial=start, total=settings.steps, desc=desc,
                dynamic_ncols=True, mininterval=5)
     if start == 0:
         run_probe(0)
@@ -115,13 +127,14 @@ def run_loop(model: torch.nn.Module, work: Path, settings: LoopSettings,
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip))
         opt.step()
         recent.append(loss.item())
-        if step % settings.log_every == 0 or step == settings.steps:
+        end = step == last
+        if step % settings.log_every == 0 or end:
             rows.append({"step": step, "loss": sum(recent) / len(recent), "lr": lr, "grad_norm": grad_norm,
                          "elapsed_s": round(time.time() - t0, 1), **extra})
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
             recent = []
-        if step % settings.probe_every == 0 or step == settings.steps:
+        if step % settings.probe_every == 0 or end:
             run_probe(step)
-        if step % settings.checkpoint_every == 0 or step == settings.steps:
+        if step % settings.checkpoint_every == 0 or end:
             checkpoint(step)
     return rows

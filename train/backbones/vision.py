@@ -330,7 +330,7 @@ def save_tower(tower: nn.Module, out: Path, recipe: VisionRecipe, processor: Mag
 
 
 def pretrain_vision(out: Path, steps: int, resume: bool = True, seed: int = 0,
-                    recipe: VisionRecipe | None = None) -> dict[str, float]:
+                    recipe: VisionRecipe | None = None, stop_after: int | None = None) -> dict[str, float]:
     """Trains and writes `<out>/` (ConvNextModel + preprocessor_config.json, `recipe.save_dtype`
     weights), `<out>/training_log.jsonl` and `<out>/probe.json`; returns the final probe.
     The run checkpoints into `<out>/.work/` and, with `resume`, continues from there."""
@@ -342,7 +342,7 @@ def pretrain_vision(out: Path, steps: int, resume: bool = True, seed: int = 0,
     model = TowerWithHeads(tower, recipe.hidden_sizes[-1])
     settings = LoopSettings(steps=steps, lr=recipe.lr, warmup=min(recipe.warmup, max(1, steps // 10)),
                             weight_decay=recipe.weight_decay, seed=seed, checkpoint_every=recipe.checkpoint_every,
-                            log_every=recipe.log_every, probe_every=recipe.probe_every)
+                            log_every=recipe.log_every, probe_every=recipe.probe_every, stop_after=stop_after)
     weights = recipe.weights
     probe_batches, probe_sizes = probe_set(recipe, seed, processor)
     blind = blind_baseline(recipe, seed, probe_batches, n_fit=4 * recipe.probe_images)
@@ -363,7 +363,7 @@ def pretrain_vision(out: Path, steps: int, resume: bool = True, seed: int = 0,
     save_tower(model.tower, out, recipe, processor)
     (out / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     speed = _speed(rows, recipe.batch_size, time.time() - t0)
-    record: dict[str, Any] = {"step": steps, **final, "chance": chance_levels(recipe),
+    record: dict[str, Any] = {"step": settings.last_step, "of_steps": steps, **final, "chance": chance_levels(recipe),
                               "blind": blind, **speed,
                               "recipe": recipe.model_dump(mode="json"), "seed": seed}
     (out / "probe.json").write_text(json.dumps(record, indent=1) + "\n")
