@@ -1,12 +1,13 @@
 """`magma eval ablation`: the small-scale version of Magma's SoM/ToM ablation.
 
-Pretraining runs on the same recorded demonstrations with the same budget (steps, batch,
+Training runs on the same recorded demonstrations with the same budget (steps, batch,
 ranks, learning rate), scored by the same closed-loop suite on held-out seeds:
 
-    actions_only     : UI action + robot action targets
-    actions_som_tom  : the same, plus Set-of-Mark grounding/referring samples on the screens and
-                       Trace-of-Mark trace samples on the robot clips, inside each environment's
-                       half of the batches
+    actions_som_tom  : from the shipped backbones; UI action + robot action targets, plus
+                       Set-of-Mark grounding/referring samples on the screens and Trace-of-Mark
+                       trace samples on the robot clips, inside each environment's half of the batches
+    actions_only     : from the shipped backbones; the action targets only
+    from_scratch     : actions_som_tom's data from random weights (what the backbones buy)
     quickstart_mix   : (optional arm) the quickstart's mix, SoM/ToM as lightly weighted sources
 
     magma eval ablation --episodes runs/latest/episodes --out runs/latest/ablation --steps 300
@@ -26,18 +27,22 @@ import yaml
 from magma.cli import fail, subcommand
 from eval.quickstart import ROOT, StageFailed, magma_command, run_stage, train_stage
 
-# How each arm changes configs/data/quickstart.yaml. Sources with `actions: false` are the
-# quickstart's separately weighted SoM / ToM sources.
+PRETRAINED_MODEL = "configs/model/tiny-pretrained.yaml"
+SCRATCH_MODEL = "configs/model/tiny.yaml"
+# How each arm changes configs/data/quickstart.yaml, and the model it starts from. Sources with
+# `actions: false` are the quickstart's separately weighted SoM / ToM sources.
 ARMS = {
-    # UI and robot action targets only
-    "actions_only": {"aux_sources": False, "inline_som_tom": False},
     # + SoM grounding/referring on the screens and ToM traces on the robot clips, inside the
     # action sources (half of the batches per environment, as the first quickstart mix had)
-    "actions_som_tom": {"aux_sources": False, "inline_som_tom": True},
+    "actions_som_tom": {"aux_sources": False, "inline_som_tom": True, "model": PRETRAINED_MODEL},
+    # UI and robot action targets only
+    "actions_only": {"aux_sources": False, "inline_som_tom": False, "model": PRETRAINED_MODEL},
+    # actions_som_tom from random weights
+    "from_scratch": {"aux_sources": False, "inline_som_tom": True, "model": SCRATCH_MODEL},
     # the quickstart mix as configured (SoM / ToM as separate, lightly weighted sources)
-    "quickstart_mix": {"aux_sources": True, "inline_som_tom": False},
+    "quickstart_mix": {"aux_sources": True, "inline_som_tom": False, "model": PRETRAINED_MODEL},
 }
-DEFAULT_ARMS = "actions_only,actions_som_tom"
+DEFAULT_ARMS = "actions_som_tom,actions_only,from_scratch"
 DEFAULT_EVAL = "configs/eval/ablation.yaml"
 
 
@@ -74,13 +79,13 @@ def run_arm(name: str, episodes: Path, out: Path, steps: int, eval_config: str,
                                             "--var", f"EPISODES={episodes}"], arm, timings, tag="ablation")
     train_stage(f"{name} train", "configs/train/quickstart.yaml",
                 [f"run_dir={arm / 'train'}", f"data.shards={arm / 'shards'}", f"max_steps={steps}",
-                 f"checkpoint.every={steps}"], arm, timings, tag="ablation")
+                 f"checkpoint.every={steps}", f"model.config={ARMS[name]['model']}"], arm, timings, tag="ablation")
     run_stage(f"{name} eval", magma_command() + ["eval", "--config", eval_config, "--checkpoint",
                                           str(arm / "train" / "final"), "--out", str(arm / "eval")],
               arm, timings, tag="ablation")
     manifest = json.loads((arm / "shards" / "manifest.json").read_text())
     return {"results": json.loads((arm / "eval" / "results.json").read_text()),
-            "samples_by_kind": manifest.get("counts_by_kind", {})}
+            "samples_by_kind": manifest.get("counts_by_kind", {}), "model": ARMS[name]["model"]}
 
 
 def table(arms: dict[str, dict], steps: int) -> str:
@@ -96,7 +101,9 @@ def table(arms: dict[str, dict], steps: int) -> str:
             cells.append("-" if r is None else
                          f"{r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] (n={r['episodes']})")
         lines.append(f"| {env} | {task} | " + " | ".join(cells) + " |")
-    lines += ["", "Training samples by target kind: " + "; ".join(
+    lines += ["", "Model each arm started from: " + "; ".join(
+        f"{n}: {arms[n].get('model', '?')}" for n in names),
+        "", "Training samples by target kind: " + "; ".join(
         f"{n}: {arms[n]['samples_by_kind']}" for n in names)]
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,8 @@
 """`magma quickstart [--fast]`: the whole stack end to end on one machine.
 
 record expert demonstrations (MiniWoB++, Meta-World; training seeds only) -> build shards
-(SoM + ToM + actions + verbal) -> pretrain the tiny model (2 CPU ranks, DeepSpeed ZeRO-2) ->
+(SoM + ToM + actions + verbal) -> train the tiny model from the backbones shipped in backbones/
+(`--from-scratch`: from random weights; 2 CPU ranks, DeepSpeed ZeRO-2) ->
 start the policy server -> closed-loop evaluation on held-out seeds -> summary + report.
 
 Each stage runs through its own `magma` command in a subprocess (the stages never import each
@@ -19,10 +20,10 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from magma.cli import run_cli
+from magma.cli import fail, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,8 +57,25 @@ FAST = Plan(
     train_overrides=["max_steps=30", "checkpoint.every=15", "log.every=5"])
 
 
+SCRATCH_MODEL = "configs/model/tiny.yaml"  # the same sizes, random weights
+
+
 class StageFailed(RuntimeError):
     pass
+
+
+def missing_backbones(train_config: str) -> list[Path]:
+    """The pretrained folders the train config's model spec names that are not on disk."""
+    import yaml
+
+    from magma.model_config import load_model_spec
+
+    model = (yaml.safe_load((ROOT / train_config).read_text()) or {}).get("model", {})
+    if not model.get("config"):
+        return []
+    spec = load_model_spec(ROOT / model["config"])
+    named = [p for p in (spec.text.pretrained, spec.vision.pretrained) if p]
+    return [ROOT / p for p in named if not (ROOT / p).exists()]
 
 
 def magma_command() -> list[str]:
@@ -215,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fast", action="store_true", help="smoke version (< 5 minutes)")
     p.add_argument("--run-dir", type=Path, default=None, help="default: runs/<time>[-fast]")
+    p.add_argument("--from-scratch", action="store_true",
+                   help=f"start from random weights ({SCRATCH_MODEL}) instead of the shipped backbones")
     p.set_defaults(run=run_quickstart)
     return p
 
@@ -225,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_quickstart(args: argparse.Namespace) -> int:
     plan = FAST if args.fast else FULL
+    if args.from_scratch:
+        plan = replace(plan, train_overrides=[f"model.config={SCRATCH_MODEL}", *plan.train_overrides])
+    else:
+        missing = missing_backbones(plan.train_config)
+        if missing:
+            return fail("magma quickstart", f"the backbones {', '.join(map(str, missing))} are missing: "
+                        "they ship in the repository (git lfs? a partial checkout?); rebuild them with the "
+                        "commands in backbones/README.md, or run with --from-scratch")
     run = args.run_dir or ROOT / "runs" / (time.strftime("%Y%m%d-%H%M%S") + ("-fast" if args.fast else ""))
     run = run.resolve()
     run.mkdir(parents=True, exist_ok=True)

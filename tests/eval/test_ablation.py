@@ -16,6 +16,9 @@ def test_arms_switch_only_som_and_tom():
                          if s["params"].get("actions", True)}
     # arms without the separate SoM/ToM sources keep only the action sources
     assert names(arms["actions_only"]) == names(arms["actions_som_tom"]) == ["miniwob", "metaworld"]
+    assert arms["from_scratch"]["sources"] == arms["actions_som_tom"]["sources"]  # only the model differs
+    assert ARMS["from_scratch"]["model"] == "configs/model/tiny.yaml"
+    assert ARMS["actions_som_tom"]["model"] == ARMS["actions_only"]["model"] == "configs/model/tiny-pretrained.yaml"
     assert names(arms["quickstart_mix"]) == ["miniwob", "miniwob_som", "metaworld", "metaworld_tom"]
     off, on = by_type(arms["actions_only"]), by_type(arms["actions_som_tom"])
     assert off["miniwob_episodes"]["som_per_step"] == 0 and off["robot_episodes"]["tom"] is False
