@@ -51,10 +51,10 @@ FULL = Plan(
     train_config="configs/train/quickstart.yaml", eval_config="configs/eval/quickstart.yaml")
 
 FAST = Plan(
-    miniwob_tasks=["click-button", "click-tab"], metaworld_tasks=["reach-v3"],
-    miniwob_train_episodes=8, metaworld_train_episodes=2,
+    miniwob_tasks=["click-test-2", "focus-text-2"], metaworld_tasks=["reach-v3"],
+    miniwob_train_episodes=20, metaworld_train_episodes=4,
     train_config="configs/train/quickstart.yaml", eval_config="configs/eval/fast.yaml",
-    train_overrides=["max_steps=30", "checkpoint.every=15", "log.every=5"])
+    train_overrides=["max_steps=120", "checkpoint.every=60", "log.every=10"])
 
 
 SCRATCH_MODEL = "configs/model/tiny.yaml"  # the same sizes, random weights
@@ -190,9 +190,18 @@ def _backbones_line(run: Path) -> str | None:
         spec = load_model_spec(path)
     except (OSError, ValueError) as exc:  # ConfigError is a ValueError
         return f"backbones: unknown (model config {model['config']}: {exc})"
-    lm = spec.text.pretrained or "random init (from scratch)"
-    tower = spec.vision.pretrained or "random init (from scratch)"
-    return f"backbones: language model {lm}; vision tower {tower} (model config {model['config']})"
+
+    def described(folder: str | None) -> str:
+        if not folder:
+            return "random init (from scratch)"
+        probe = ROOT / folder / "probe.json"  # written by `magma backbones pretrain-*`
+        if probe.exists():
+            record = json.loads(probe.read_text())
+            return f"{folder} (step {record.get('step')} of {record.get('of_steps', record.get('step'))})"
+        return folder
+
+    return (f"backbones: language model {described(spec.text.pretrained)}; vision tower "
+            f"{described(spec.vision.pretrained)} (model config {model['config']})")
 
 
 def _summary(run: Path, timings: dict[str, float]) -> str:
@@ -231,7 +240,7 @@ def _summary(run: Path, timings: dict[str, float]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magma quickstart", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fast", action="store_true", help="smoke version (< 5 minutes)")
+    p.add_argument("--fast", action="store_true", help="smoke version (~5 minutes: 120 steps on two tasks it learns)")
     p.add_argument("--run-dir", type=Path, default=None, help="default: runs/<time>[-fast]")
     p.add_argument("--from-scratch", action="store_true",
                    help=f"start from random weights ({SCRATCH_MODEL}) instead of the shipped backbones")
