@@ -4,7 +4,11 @@ MiniWoB++ and BrowserGym harnesses): one binary path, one set of flags, one scre
 `--disable-dev-shm-usage` because containers often mount a 64 MB /dev/shm: Chromium keeps its
 compositor frames there, and with a few browsers open a screenshot fails with "Unable to
 capture screenshot" (seen in CI, never on a machine with a large /dev/shm). The flag moves that
-memory to /tmp. `MAGMA_CHROMIUM` names another binary.
+memory to /tmp. `--no-zygote` because on this project's 2-core VMs a zygote reaping a renderer
+was caught livelocked in the kernel (wait4 -> release_task -> shrink_dcache_parent on /proc, both
+zygotes spinning in system time, SIGKILL undeliverable, every other process starved until the
+zygotes were put on SCHED_IDLE); without zygotes the browser process starts and reaps its
+children itself. `MAGMA_CHROMIUM` names another binary.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import time
 from typing import Any
 
 CHROMIUM = os.environ.get("MAGMA_CHROMIUM", "/usr/lib/chromium/chromium")
-CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+CHROMIUM_ARGS = ("--no-sandbox", "--no-zygote", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-first-run")
 SCREENSHOT_TRIES = 3
