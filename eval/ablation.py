@@ -25,10 +25,9 @@ from pathlib import Path
 import yaml
 
 from magma.cli import fail, subcommand
-from eval.quickstart import ROOT, StageFailed, magma_command, run_stage, train_stage
+from eval.quickstart import ROOT, SCRATCH_MODEL, StageFailed, magma_command, run_stage, train_stage
 
 PRETRAINED_MODEL = "configs/model/tiny-pretrained.yaml"
-SCRATCH_MODEL = "configs/model/tiny.yaml"
 # How each arm changes configs/data/quickstart.yaml, and the model it starts from. Sources with
 # `actions: false` are the quickstart's separately weighted SoM / ToM sources.
 ARMS = {

@@ -64,16 +64,26 @@ class StageFailed(RuntimeError):
     pass
 
 
-def missing_backbones(train_config: str) -> list[Path]:
-    """The pretrained folders the train config's model spec names that are not on disk."""
+def model_config_of(train_config: Path) -> Path | None:
+    """The model config a train config names, resolved as training resolves it (from the repository
+    root, where the quickstart's stages run); None when it names none."""
     import yaml
 
+    model = (yaml.safe_load(train_config.read_text()) or {}).get("model", {})
+    if not model.get("config"):
+        return None
+    path = Path(model["config"])
+    return path if path.is_absolute() else ROOT / path
+
+
+def missing_backbones(train_config: str) -> list[Path]:
+    """The pretrained folders the train config's model spec names that are not on disk."""
     from magma.model_config import load_model_spec
 
-    model = (yaml.safe_load((ROOT / train_config).read_text()) or {}).get("model", {})
-    if not model.get("config"):
+    config = model_config_of(ROOT / train_config)
+    if config is None:
         return []
-    spec = load_model_spec(ROOT / model["config"])
+    spec = load_model_spec(config)
     named = [p for p in (spec.text.pretrained, spec.vision.pretrained) if p]
     return [ROOT / p for p in named if not (ROOT / p).exists()]
 
@@ -173,23 +183,17 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 def _backbones_line(run: Path) -> str | None:
     """Which backbones the run's model started from (its train config's model spec)."""
-    import yaml
-
     from magma.model_config import load_model_spec
 
     cfg = run / "train" / "config.yaml"
-    if not cfg.exists():
+    path = model_config_of(cfg) if cfg.exists() else None
+    if path is None:
         return None
-    model = (yaml.safe_load(cfg.read_text()) or {}).get("model", {})
-    if not model.get("config"):
-        return None
-    path = Path(model["config"])
-    if not path.is_absolute() and not path.exists():
-        path = Path(__file__).resolve().parents[1] / path  # relative to the repository, as training read it
+    named = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     try:
         spec = load_model_spec(path)
     except (OSError, ValueError) as exc:  # ConfigError is a ValueError
-        return f"backbones: unknown (model config {model['config']}: {exc})"
+        return f"backbones: unknown (model config {named}: {exc})"
 
     def described(folder: str | None) -> str:
         if not folder:
@@ -201,7 +205,7 @@ def _backbones_line(run: Path) -> str | None:
         return folder
 
     return (f"backbones: language model {described(spec.text.pretrained)}; vision tower "
-            f"{described(spec.vision.pretrained)} (model config {model['config']})")
+            f"{described(spec.vision.pretrained)} (model config {named})")
 
 
 def _summary(run: Path, timings: dict[str, float]) -> str:
