@@ -28,6 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1's banner otherwise floods stderr
 
+from magma.scheduling import normal_scheduling
+
 
 def make_frames(n: int, size: int, seed: int = 0) -> np.ndarray:
     """A textured scene panning by one pixel per frame with a moving square (codec-friendly)."""
@@ -47,7 +49,8 @@ def make_frames(n: int, size: int, seed: int = 0) -> np.ndarray:
 def write_pyav(path: Path, frames: np.ndarray, fps: int, codec: str, options: dict[str, str]) -> Path:
     import av
 
-    with av.open(str(path), "w") as out:
+    # libsvtav1 run as root leaves the thread on SCHED_FIFO 99 (magma.scheduling): undo it
+    with normal_scheduling(), av.open(str(path), "w") as out:
         stream = out.add_stream(codec, fps, options=options)
         stream.pix_fmt, stream.width, stream.height = "yuv420p", frames.shape[2], frames.shape[1]
         for f in frames:

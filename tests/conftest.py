@@ -43,3 +43,17 @@ def _close_shared_page_capturer():
     page_capture = sys.modules.get("data_pipeline.som.page_capture")
     if page_capture is not None:
         page_capture.close_shared_capturer()
+
+
+@pytest.fixture(autouse=True)
+def _no_real_time_scheduling_left_behind():
+    """A test that leaves the process on a real-time policy (libsvtav1 as root does) would hand it
+    to every browser and server started later, which then starve the machine: put the process
+    back and fail the test that did it, naming the cause."""
+    from magma.scheduling import is_real_time, restore_normal_scheduling
+
+    yield
+    if is_real_time():
+        restore_normal_scheduling()
+        pytest.fail("this test left the process on a real-time scheduling policy (SCHED_FIFO/RR); "
+                    "wrap SVT-AV1 encodes in magma.scheduling.normal_scheduling()", pytrace=False)

@@ -12,6 +12,7 @@ import numpy as np
 
 from data_pipeline.robot.episodes import RobotEpisode
 from data_pipeline.robot.lerobot import LEROBOT_DATA_PATH, LEROBOT_INFO, LEROBOT_VIDEO_PATH
+from magma.scheduling import normal_scheduling
 
 
 def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float) -> Path:
@@ -30,6 +31,22 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps
             writer.write(cv2.cvtColor(np.ascontiguousarray(f, dtype=np.uint8), cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
+    return path
+
+
+def write_pyav(path: Path, frames: np.ndarray, codec: str, options: dict[str, str], fps: int) -> Path:
+    """How LeRobot's encode_video_frames drives PyAV (add_stream(codec, fps, options), yuv420p).
+    Under `normal_scheduling`: libsvtav1, run as root, leaves the thread on SCHED_FIFO 99."""
+    import av
+
+    with normal_scheduling(), av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, fps, options=options)
+        stream.pix_fmt, stream.width, stream.height = "yuv420p", frames.shape[2], frames.shape[1]
+        for f in frames:
+            for p in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                out.mux(p)
+        for p in stream.encode():
+            out.mux(p)
     return path
 
 

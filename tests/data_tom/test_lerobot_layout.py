@@ -38,6 +38,8 @@ from data_pipeline.build.writer import build_mix, iter_shard
 from data_pipeline.robot.lerobot import list_lerobot_episodes, read_lerobot_episode, read_lerobot_tasks
 from magma.config_io import ConfigError
 
+from episode_writers import write_pyav
+
 os.environ.setdefault("SVT_LOG", "1")
 
 FPS, SIZE, DIM, CHUNK = 10, 64, 7, 2
@@ -75,16 +77,7 @@ def episode_arrays(e: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode(path: Path, frames: np.ndarray) -> None:
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libsvtav1", FPS, options={"g": "2", "crf": "30"})
-        stream.pix_fmt, stream.width, stream.height = "yuv420p", SIZE, SIZE
-        for f in frames:
-            for p in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(p)
-        for p in stream.encode():
-            out.mux(p)
+    write_pyav(path, frames, "libsvtav1", {"g": "2", "crf": "30"}, FPS)
 
 
 def concat(parts: list[Path], out_path: Path) -> None:

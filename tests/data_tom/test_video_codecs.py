@@ -12,7 +12,7 @@ import pytest
 
 from data_pipeline.tom.video import (VideoDecoderMissing, VideoError, VideoTimestampError, probe_video,
                                      read_frame_range, read_frames_at, read_video)
-from episode_writers import write_video
+from episode_writers import write_pyav as _write_pyav, write_video
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per encoder otherwise
 
@@ -33,18 +33,7 @@ def scene(n: int = N, size: int = SIZE, seed: int = 0) -> np.ndarray:
 
 
 def write_pyav(path: Path, frames: np.ndarray, codec: str, options: dict[str, str], fps: int = FPS) -> Path:
-    """How LeRobot's encode_video_frames drives PyAV (add_stream(codec, fps, options), yuv420p)."""
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, fps, options=options)
-        stream.pix_fmt, stream.width, stream.height = "yuv420p", frames.shape[2], frames.shape[1]
-        for f in frames:
-            for p in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                out.mux(p)
-        for p in stream.encode():
-            out.mux(p)
-    return path
+    return _write_pyav(path, frames, codec, options, fps)
 
 
 def nearest_source(decoded: np.ndarray, source: np.ndarray) -> list[int]:
