@@ -4,11 +4,12 @@ MiniWoB++ and BrowserGym harnesses): one binary path, one set of flags, one scre
 `--disable-dev-shm-usage` because containers often mount a 64 MB /dev/shm: Chromium keeps its
 compositor frames there, and with a few browsers open a screenshot fails with "Unable to
 capture screenshot" (seen in CI, never on a machine with a large /dev/shm). The flag moves that
-memory to /tmp. `--no-zygote` because on this project's 2-core VMs a zygote reaping a renderer
-was caught livelocked in the kernel (wait4 -> release_task -> shrink_dcache_parent on /proc, both
-zygotes spinning in system time, SIGKILL undeliverable, every other process starved until the
-zygotes were put on SCHED_IDLE); without zygotes the browser process starts and reaps its
-children itself. `MAGMA_CHROMIUM` names another binary.
+memory to /tmp. `--no-zygote`: on this project's 2-core VMs a zygote reaping a renderer was
+caught spinning in the kernel (wait4 -> release_task -> shrink_dcache_parent), every other
+process starved until it was put on SCHED_IDLE; without zygotes the browser process reaps its
+children itself. The cause found later: the test process had inherited SCHED_FIFO 99 from an
+SVT-AV1 encode (magma.scheduling), so the browsers it started ran real-time.
+`MAGMA_CHROMIUM` names another binary.
 """
 from __future__ import annotations
 
