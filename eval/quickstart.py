@@ -236,6 +236,10 @@ def _summary(run: Path, timings: dict[str, float]) -> str:
                              f"{exp if exp is None else format(exp, '7.2f')!s:>7s} {r['episodes']:4d}")
     report = run / "eval" / "report.md"
     if report.exists():
+        text = report.read_text()
+        if "## Targets" in text:  # the report's target lines: met, or the shortfall
+            section = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
+            lines += ["targets:"] + [f"  {ln[2:]}" for ln in section.splitlines() if ln.startswith("- ")]
         lines.append(f"report: {report}")
     lines += [f"run folder: {run}", "=" * 72]
     return "\n".join(lines)
