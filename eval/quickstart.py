@@ -234,12 +234,12 @@ def _summary(run: Path, timings: dict[str, float]) -> str:
                 lines.append(f"{env:10s} {task:18s} {r['success_rate']:8.2f} [{lo:5.2f}, {hi:5.2f}] "
                              f"{r.get('random_baseline', float('nan')):7.2f} "
                              f"{exp if exp is None else format(exp, '7.2f')!s:>7s} {r['episodes']:4d}")
+        from eval.report import target_lines
+
+        targets, _ = target_lines(res)  # the report's check: met, or the shortfall
+        lines += ["targets:"] + [f"  {ln[2:]}" for ln in targets]
     report = run / "eval" / "report.md"
     if report.exists():
-        text = report.read_text()
-        if "## Targets" in text:  # the report's target lines: met, or the shortfall
-            section = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
-            lines += ["targets:"] + [f"  {ln[2:]}" for ln in section.splitlines() if ln.startswith("- ")]
         lines.append(f"report: {report}")
     lines += [f"run folder: {run}", "=" * 72]
     return "\n".join(lines)

@@ -168,7 +168,7 @@ METAWORLD_TARGETS = {"reach-v3": 0.6, "button-press-v3": 0.5}
 METAWORLD_MIN_EPISODES = 10
 
 
-def _targets(results: dict[str, Any]) -> tuple[list[str], bool]:
+def target_lines(results: dict[str, Any]) -> tuple[list[str], bool]:
     """The issue's targets, checked honestly on what this run measured -> (lines, all met)."""
     lines, all_met = [], True
     mw = results.get("miniwob", {})
@@ -219,7 +219,7 @@ def write_report(run_dir: str | Path, results: dict[str, Any], run_info: dict[st
                        f"{r.get('mean_steps', 0):.1f} | {'–' if lat is None else f'{lat:.0f}'} | "
                        f"{fails} |")
         out.append("")
-    targets, all_met = _targets(results)
+    targets, all_met = target_lines(results)
     if targets:
         out += ["## Targets", ""] + targets + [""]
         if not all_met:

@@ -12,7 +12,7 @@ import pytest
 
 from data_pipeline.tom.video import (VideoDecoderMissing, VideoError, VideoTimestampError, probe_video,
                                      read_frame_range, read_frames_at, read_video)
-from episode_writers import write_pyav as _write_pyav, write_video
+from episode_writers import write_pyav, write_video
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per encoder otherwise
 
@@ -32,10 +32,6 @@ def scene(n: int = N, size: int = SIZE, seed: int = 0) -> np.ndarray:
     return frames
 
 
-def write_pyav(path: Path, frames: np.ndarray, codec: str, options: dict[str, str], fps: int = FPS) -> Path:
-    return _write_pyav(path, frames, codec, options, fps)
-
-
 def nearest_source(decoded: np.ndarray, source: np.ndarray) -> list[int]:
     """For each decoded frame, the index of the source frame it is closest to (mean abs error)."""
     d = np.abs(decoded[:, None].astype(np.int16) - source[None].astype(np.int16)).mean(axis=(2, 3, 4))
@@ -43,9 +39,9 @@ def nearest_source(decoded: np.ndarray, source: np.ndarray) -> list[int]:
 
 
 ENCODERS = {
-    "av1": lambda d, f: write_pyav(d / "clip.mp4", f, "libsvtav1", {"g": "2", "crf": "30"}),  # LeRobot's
-    "h264": lambda d, f: write_pyav(d / "clip.mp4", f, "libx264", {"g": "8", "bf": "2", "crf": "20"}),
-    "vp9": lambda d, f: write_pyav(d / "clip.webm", f, "libvpx-vp9", {"g": "8", "crf": "30", "b": "0"}),
+    "av1": lambda d, f: write_pyav(d / "clip.mp4", f, "libsvtav1", {"g": "2", "crf": "30"}, FPS),  # LeRobot's
+    "h264": lambda d, f: write_pyav(d / "clip.mp4", f, "libx264", {"g": "8", "bf": "2", "crf": "20"}, FPS),
+    "vp9": lambda d, f: write_pyav(d / "clip.webm", f, "libvpx-vp9", {"g": "8", "crf": "30", "b": "0"}, FPS),
     "mpeg4": lambda d, f: write_video(d / "clip.mp4", f, FPS),  # OpenCV's mp4v writer
 }
 DECODERS = {"av1": "libdav1d", "h264": "h264", "vp9": ("libvpx-vp9", "vp9"), "mpeg4": "mpeg4"}
@@ -77,7 +73,7 @@ def test_concatenated_episodes_by_timestamp(tmp_path: Path) -> None:
     import av
 
     episodes = [scene(n, seed=e) for e, n in enumerate((9, 6, 11))]
-    parts = [write_pyav(tmp_path / f"ep{e}.mp4", f, "libsvtav1", {"g": "2", "crf": "30"})
+    parts = [write_pyav(tmp_path / f"ep{e}.mp4", f, "libsvtav1", {"g": "2", "crf": "30"}, FPS)
              for e, f in enumerate(episodes)]
     listing = tmp_path / "concat.txt"
     listing.write_text("".join(f"file '{p}'\n" for p in parts))
@@ -107,7 +103,7 @@ def _patch_sample_entry(path: Path, tag: bytes) -> Path:
 
 
 def test_undecodable_videos_name_the_file_and_the_codec(tmp_path: Path) -> None:
-    good = write_pyav(tmp_path / "good.mp4", scene(), "libsvtav1", {"g": "2", "crf": "30"})
+    good = write_pyav(tmp_path / "good.mp4", scene(), "libsvtav1", {"g": "2", "crf": "30"}, FPS)
     evc = _patch_sample_entry(good, b"evc1")  # MPEG-5 EVC: FFmpeg knows it, PyAV has no decoder
     with pytest.raises(VideoDecoderMissing) as err:
         read_video(evc)
@@ -126,7 +122,7 @@ def test_undecodable_videos_name_the_file_and_the_codec(tmp_path: Path) -> None:
 
 
 def test_timestamps_outside_the_video(tmp_path: Path) -> None:
-    path = write_pyav(tmp_path / "clip.mp4", scene(), "libsvtav1", {"g": "2", "crf": "30"})
+    path = write_pyav(tmp_path / "clip.mp4", scene(), "libsvtav1", {"g": "2", "crf": "30"}, FPS)
     with pytest.raises(VideoTimestampError, match=r"2 of 3 requested timestamps.*nearest frame is at 2\.3"):
         read_frames_at(path, [2.3, 2.4, 2.5])
     with pytest.raises(VideoTimestampError, match="nearest frame is at 0.5"):
