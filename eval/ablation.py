@@ -3,12 +3,16 @@
 Training runs on the same recorded demonstrations with the same budget (steps, batch,
 ranks, learning rate), scored by the same closed-loop suite on held-out seeds:
 
-    actions_som_tom  : from the shipped backbones; UI action + robot action targets, plus
-                       Set-of-Mark grounding/referring samples on the screens and Trace-of-Mark
-                       trace samples on the robot clips, inside each environment's half of the batches
+    actions_som_tom  : from the shipped backbones; UI and robot action targets plus Set-of-Mark
+                       grounding/referring samples on the screens and Trace-of-Mark traces on the
+                       robot clips as their own sources, weighted 0.15 against 1.0 for each action
+                       source (configs/data/quickstart.yaml: SoM/ToM added to the mix, as Magma
+                       adds them to its pretraining data)
     actions_only     : from the shipped backbones; the action targets only
     from_scratch     : actions_som_tom's data from random weights (what the backbones buy)
-    quickstart_mix   : (optional arm) the quickstart's mix, SoM/ToM as lightly weighted sources
+    inline_som_tom   : (optional arm) SoM / ToM samples inside each environment's action source,
+                       about 60% of its samples (the first quickstart mix): SoM/ToM in place of
+                       action samples rather than beside them
 
     magma eval ablation --episodes runs/latest/episodes --out runs/latest/ablation --steps 300
 
@@ -31,15 +35,14 @@ PRETRAINED_MODEL = "configs/model/tiny-pretrained.yaml"
 # How each arm changes configs/data/quickstart.yaml, and the model it starts from. Sources with
 # `actions: false` are the quickstart's separately weighted SoM / ToM sources.
 ARMS = {
-    # + SoM grounding/referring on the screens and ToM traces on the robot clips, inside the
-    # action sources (half of the batches per environment, as the first quickstart mix had)
-    "actions_som_tom": {"aux_sources": False, "inline_som_tom": True, "model": PRETRAINED_MODEL},
+    # the quickstart mix as configured: SoM / ToM as separate, lightly weighted sources
+    "actions_som_tom": {"aux_sources": True, "inline_som_tom": False, "model": PRETRAINED_MODEL},
     # UI and robot action targets only
     "actions_only": {"aux_sources": False, "inline_som_tom": False, "model": PRETRAINED_MODEL},
     # actions_som_tom from random weights
-    "from_scratch": {"aux_sources": False, "inline_som_tom": True, "model": SCRATCH_MODEL},
-    # the quickstart mix as configured (SoM / ToM as separate, lightly weighted sources)
-    "quickstart_mix": {"aux_sources": True, "inline_som_tom": False, "model": PRETRAINED_MODEL},
+    "from_scratch": {"aux_sources": True, "inline_som_tom": False, "model": SCRATCH_MODEL},
+    # SoM / ToM inside the action sources (half of the batches per environment, mostly SoM/ToM)
+    "inline_som_tom": {"aux_sources": False, "inline_som_tom": True, "model": PRETRAINED_MODEL},
 }
 DEFAULT_ARMS = "actions_som_tom,actions_only,from_scratch"
 DEFAULT_EVAL = "configs/eval/ablation.yaml"
@@ -87,6 +90,12 @@ def run_arm(name: str, episodes: Path, out: Path, steps: int, eval_config: str,
             "samples_by_kind": manifest.get("counts_by_kind", {}), "model": ARMS[name]["model"]}
 
 
+def mean_success(results: dict, tasks: list[tuple[str, str]]) -> float | None:
+    """Mean success rate over `tasks` ((env, task) pairs); None if the arm lacks one of them."""
+    rates = [results.get(env, {}).get(task, {}).get("success_rate") for env, task in tasks]
+    return None if not rates or None in rates else sum(rates) / len(rates)
+
+
 def table(arms: dict[str, dict], steps: int) -> str:
     names = list(arms)
     lines = [f"# SoM/ToM ablation at equal budget ({steps} steps, global batch 16, 2 CPU ranks)", "",
@@ -100,6 +109,13 @@ def table(arms: dict[str, dict], steps: int) -> str:
             cells.append("-" if r is None else
                          f"{r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] (n={r['episodes']})")
         lines.append(f"| {env} | {task} | " + " | ".join(cells) + " |")
+    means = {n: mean_success(arms[n]["results"], envs) for n in names}
+    lines.append("| | mean | " + " | ".join("-" if means[n] is None else f"{means[n]:.2f}" for n in names) + " |")
+    if means.get("actions_som_tom") is not None and means.get("actions_only") is not None:
+        met = means["actions_som_tom"] >= means["actions_only"]
+        lines += ["", f"Paper's direction (actions + SoM + ToM at least as good as actions only, mean held-out "
+                  f"success): {'met' if met else 'not met'} ({means['actions_som_tom']:.2f} vs "
+                  f"{means['actions_only']:.2f})."]
     lines += ["", "Model each arm started from: " + "; ".join(
         f"{n}: {arms[n].get('model', '?')}" for n in names),
         "", "Training samples by target kind: " + "; ".join(

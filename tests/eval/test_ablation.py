@@ -14,13 +14,16 @@ def test_arms_switch_only_som_and_tom():
     names = lambda m: [s["name"] for s in m["sources"]]  # noqa: E731
     by_type = lambda m: {s["type"]: s["params"] for s in m["sources"]  # noqa: E731
                          if s["params"].get("actions", True)}
-    # arms without the separate SoM/ToM sources keep only the action sources
-    assert names(arms["actions_only"]) == names(arms["actions_som_tom"]) == ["miniwob", "metaworld"]
+    # the SoM/ToM arm adds the quickstart's separate SoM / ToM sources to the action sources
+    assert names(arms["actions_som_tom"]) == ["miniwob", "miniwob_som", "metaworld", "metaworld_tom"]
+    assert names(arms["actions_only"]) == names(arms["inline_som_tom"]) == ["miniwob", "metaworld"]
     assert arms["from_scratch"]["sources"] == arms["actions_som_tom"]["sources"]  # only the model differs
     assert ARMS["from_scratch"]["model"] == "configs/model/tiny.yaml"
-    assert ARMS["actions_som_tom"]["model"] == ARMS["actions_only"]["model"] == "configs/model/tiny-pretrained.yaml"
-    assert names(arms["quickstart_mix"]) == ["miniwob", "miniwob_som", "metaworld", "metaworld_tom"]
-    off, on = by_type(arms["actions_only"]), by_type(arms["actions_som_tom"])
+    assert {ARMS[a]["model"] for a in ("actions_som_tom", "actions_only", "inline_som_tom")} == {
+        "configs/model/tiny-pretrained.yaml"}
+    # the action sources are the same in the SoM/ToM arm and the actions-only arm
+    assert by_type(arms["actions_som_tom"]) == by_type(arms["actions_only"])
+    off, on = by_type(arms["actions_only"]), by_type(arms["inline_som_tom"])
     assert off["miniwob_episodes"]["som_per_step"] == 0 and off["robot_episodes"]["tom"] is False
     assert on["miniwob_episodes"]["som_per_step"] == 1 and on["robot_episodes"]["tom"] is True
     for t in ("miniwob_episodes", "robot_episodes"):  # everything else is the same
@@ -29,8 +32,9 @@ def test_arms_switch_only_som_and_tom():
             a.pop(k, None), b.pop(k, None)
         assert a == b
     # the quickstart's own SoM / ToM sources carry no action samples
-    aux = [s for s in arms["quickstart_mix"]["sources"] if s["params"].get("actions") is False]
+    aux = [s for s in arms["actions_som_tom"]["sources"] if s["params"].get("actions") is False]
     assert {s["name"] for s in aux} == {"miniwob_som", "metaworld_tom"}
+    assert {s["weight"] for s in aux} == {0.15}
 
 
 def test_table_lists_both_arms_per_task():
@@ -42,6 +46,10 @@ def test_table_lists_both_arms_per_task():
     md = table(arms, 300)
     assert "| miniwob | click-tab | 0.30 [0.10, 0.90] (n=10) | 0.60 [0.10, 0.90] (n=10) |" in md
     assert "| metaworld | reach-v3 | - | 0.50" in md and "300 steps" in md
+    assert "| | mean | - | 0.55 |" in md  # the actions-only arm lacks reach-v3: no mean
+    arms["actions_only"]["results"]["metaworld"] = {"reach-v3": r(0.9)}
+    md = table(arms, 300)
+    assert "| | mean | 0.60 | 0.55 |" in md and "not met (0.55 vs 0.60)" in md
 
 
 def test_missing_episodes_is_a_clear_error(tmp_path, capsys):

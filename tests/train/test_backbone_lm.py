@@ -185,3 +185,67 @@ def test_mark_id_probe_reads_the_digits_of_the_answer(tokenizer):
     assert _mark_id_accuracy(oracle, tokenizer, examples) == 1.0 == _answer_exact(oracle, tokenizer, examples)
     wrong = _Oracle(len(tokenizer), digits, wrong_digits=True)
     assert _mark_id_accuracy(wrong, tokenizer, examples) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_gapped_recall_asks_listed_keys_and_supervises_their_values_only(seed, tokenizer):
+    separators, letters, digits = tc.spelling_tokens(tokenizer)
+    assert tokenizer.decode(separators[0]) == '" Mark ' and len(letters) == 52 and len(digits) == 10
+    ids, mask = tc.gapped_recall(np.random.default_rng(seed), len(tokenizer), 400, separators, letters, digits)
+    assert len(ids) == len(mask) == 400 and any(mask)
+    # every supervised span is a value: the same span follows the same (key + separator) context
+    # earlier in the row, in its listing line
+    spans, start = [], None
+    for i, m in enumerate(mask + [False]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            spans.append((start, i))
+            start = None
+    for a, b in spans[:-1]:  # the last span may be cut by the row's end
+        value, newline = ids[a:b], ids[b]  # each line ends with its block's newline id
+        line_start = max(i for i in range(a) if ids[i] == newline) + 1
+        context = ids[line_start:a]  # key + separator
+        n = len(context)
+        earlier = [j for j in range(n, line_start) if ids[j - n:j] == context and ids[j:j + len(value)] == value]
+        assert earlier, (seed, a)
+        assert not any(mask[j] for j in range(earlier[0], earlier[0] + len(value)))  # the listing is context
+
+
+def test_recall_frac_adds_gapped_rows_and_zero_keeps_the_earlier_rows(tokenizer):
+    plain = tc.make_rows(tokenizer, np.random.default_rng([0, 3]), 8, 128)
+    zero = tc.make_rows(tokenizer, np.random.default_rng([0, 3]), 8, 128, recall_frac=0.0)
+    assert all((x == y).all() for x, y in zip(plain, zero))
+    ids, mask = tc.make_rows(tokenizer, np.random.default_rng([0, 3]), 8, 128, token_copy_frac=0.0, recall_frac=1.0)
+    rng = np.random.default_rng([0, 3])
+    for r in range(8):
+        rng.random(), rng.random()  # the token-copy draw, then the recall draw
+        row_ids, row_mask = tc.gapped_recall(rng, len(tokenizer), 128, *tc.spelling_tokens(tokenizer))
+        assert ids[r].tolist() == row_ids and mask[r].tolist() == row_mask
+    assert not (plain[0] == ids).all()
+
+
+def test_gapped_recall_probe_reads_the_asked_values(tokenizer):
+    from train.backbones.lm import _gapped_recall_accuracy
+    assert _gapped_recall_accuracy(_Oracle(len(tokenizer)), tokenizer, len(tokenizer)) == 1.0
+    digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    wrong = _gapped_recall_accuracy(_Oracle(len(tokenizer), digits, wrong_digits=True), tokenizer, len(tokenizer))
+    assert 0.2 < wrong < 0.9  # digit values wrong, random-id values right
+
+
+def test_init_from_starts_at_the_folder_weights_and_refuses_a_foreign_folder(tmp_path):
+    import json
+
+    from magma.config_io import ConfigError
+
+    first = pretrain_lm(tmp_path / "first", steps=3, batch=2, length=64, sizes=MICRO, probe_every=3)
+    pretrain_lm(tmp_path / "second", steps=2, batch=2, length=64, sizes=MICRO, probe_every=2, recall_frac=0.5,
+                init_from=tmp_path / "first")
+    rows = [json.loads(x) for x in (tmp_path / "second" / "training_log.jsonl").read_text().splitlines()]
+    start_probe = rows[0]["probe"]
+    # the second stage's step-0 probe is the first stage's final probe (bf16 weights, so within rounding)
+    for key in ("token_copy", "gapped_recall", "exact/ui_ordinal"):
+        assert abs(start_probe[key] - first[key]) < 0.05, key
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no model.safetensors"):
+        pretrain_lm(tmp_path / "third", steps=1, batch=2, length=64, sizes=MICRO, init_from=tmp_path / "empty")

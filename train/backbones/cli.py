@@ -28,7 +28,8 @@ def run_pretrain_lm(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _record_command(out, args)
     probe = pretrain_lm(out, steps=args.steps, resume=args.resume, seed=args.seed, batch=args.batch,
-                        length=args.length, lr=args.lr, stop_after=args.stop_after)
+                        length=args.length, lr=args.lr, stop_after=args.stop_after,
+                        recall_frac=args.recall_frac, init_from=args.init_from)
     print(json.dumps(probe, indent=1))
     return 0
 
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--batch", type=int, default=24)
     lm.add_argument("--length", type=int, default=256, help="tokens per row")
     lm.add_argument("--lr", type=float, default=1e-3)
+    lm.add_argument("--recall-frac", type=float, default=0.0,
+                    help="share of the non-copy rows that are gapped-recall rows (the legend lookup in random tokens)")
+    lm.add_argument("--init-from", type=Path, default=None, metavar="DIR",
+                    help="start from the weights of an earlier pretrain-lm folder (a second stage)")
     vis = subcommand(sub, "pretrain-vision", run_pretrain_vision,
                      "pretrain the tiny ConvNeXt tower on generated screens and scenes")
     vis.add_argument("--out", required=True, help="output folder (an HF ConvNextModel folder)")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from magma.config_io import ConfigError
 from magma.model_config import load_model_spec
 from magma.tokenizer_build import build_bpe_tokenizer
 from train.backbones import text_corpus as tc
@@ -96,6 +97,21 @@ def _token_copy_accuracy(model: torch.nn.Module, vocab: int) -> float:
     return correct / total
 
 
+def _gapped_recall_accuracy(model: torch.nn.Module, tokenizer: Any, vocab: int) -> float:
+    """Token accuracy on the asked values of `gapped_recall` rows (fixed held-out rows)."""
+    rng = np.random.default_rng([PROBE_SEED, 1])
+    spelling = tc.spelling_tokens(tokenizer)
+    correct = total = 0
+    for _ in range(PROBE_EXAMPLES // 4):
+        ids, mask = tc.gapped_recall(rng, vocab, 128, *spelling)
+        x = torch.tensor([ids])
+        pred = model(input_ids=x).logits[0, :-1].argmax(-1)
+        m = torch.tensor(mask[1:])
+        correct += int((pred[m] == x[0, 1:][m]).sum())
+        total += int(m.sum())
+    return correct / max(1, total)
+
+
 def probe_lm(model: torch.nn.Module, tokenizer: Any, text_vocab: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, family in tc.FAMILIES.items():
@@ -107,7 +123,27 @@ def probe_lm(model: torch.nn.Module, tokenizer: Any, text_vocab: int) -> dict[st
     rng = np.random.default_rng([PROBE_SEED, 0])
     out["chance/ui_click"] = round(float(np.mean([1 / int(rng.integers(2, 14)) for _ in range(1000)])), 4)
     out["token_copy"] = round(_token_copy_accuracy(model, text_vocab), 4)
+    out["gapped_recall"] = round(_gapped_recall_accuracy(model, tokenizer, text_vocab), 4)
     return out
+
+
+def _load_weights(model: torch.nn.Module, folder: Path, vocab: int) -> None:
+    from safetensors.torch import load_file
+
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise ConfigError("no model.safetensors to start from", file=folder,
+                          fix="give the --out folder of an earlier `magma backbones pretrain-lm`")
+    state = {k: v.float() for k, v in load_file(str(weights)).items()}
+    rows = state.get("model.embed_tokens.weight")
+    if rows is None or rows.shape[0] != vocab:
+        raise ConfigError(f"its embedding has {None if rows is None else rows.shape[0]} rows, the built-in "
+                          f"tokenizer {vocab}", file=weights,
+                          fix="start from a folder written by `magma backbones pretrain-lm` with the same sizes")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise ConfigError(f"weights do not fit the tiny LM (missing {missing}, unexpected {unexpected})",
+                          file=weights, fix="start from a folder written with the same --sizes")
 
 
 def lm_tokenizer() -> Any:
@@ -118,19 +154,25 @@ def lm_tokenizer() -> Any:
 def pretrain_lm(out: Path, steps: int, resume: bool = True, seed: int = 0, batch: int = 32, length: int = 384,
                 lr: float = 1e-3, token_copy_frac: float = 0.25, sizes: Path = DEFAULT_SIZES,
                 checkpoint_every: int = 250, probe_every: int = 250,
-                stop_after: int | None = None) -> dict[str, float]:
+                stop_after: int | None = None, recall_frac: float = 0.0,
+                init_from: Path | None = None) -> dict[str, float]:
     """Trains and writes `<out>/` (model + tokenizer, bf16 weights), `<out>/training_log.jsonl`
-    and `<out>/probe.json` (the final probe); returns the final probe."""
+    and `<out>/probe.json` (the final probe); returns the final probe.
+
+    `init_from`: a folder this command wrote, whose weights start the run (a second stage with
+    another mix, e.g. `recall_frac`); its tokenizer must be the built-in one."""
     out = Path(out)
     tokenizer = lm_tokenizer()
     model = build_lm(tokenizer, sizes, seed)
+    if init_from is not None:
+        _load_weights(model, Path(init_from), len(tokenizer))
     text_vocab = len(tokenizer)
     settings = LoopSettings(steps=steps, lr=lr, warmup=min(200, steps // 10), seed=seed,
                             checkpoint_every=checkpoint_every, probe_every=probe_every, stop_after=stop_after)
 
     def make_batch(rng: np.random.Generator, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = tc.make_rows(tokenizer, rng, batch, length, token_copy_frac=token_copy_frac,
-                                 text_vocab=text_vocab)
+                                 text_vocab=text_vocab, recall_frac=recall_frac)
         return torch.from_numpy(ids), torch.from_numpy(mask)
 
     def loss_fn(m: torch.nn.Module, b: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:

@@ -218,6 +218,8 @@ FAMILIES: dict[str, Callable[[np.random.Generator], Example]] = {
     "ui_click": ui_click, "ui_ordinal": ui_ordinal, "grounding": grounding, "kv_recall": kv_recall,
     "copy": copy_words, "coordinates": coordinates,
 }
+# What comes between a label and its mark id in a legend line and in a click answer.
+LEGEND_SEPARATORS = ('" Mark ', ' Mark ', '": ')
 DEFAULT_MIX = {"ui_click": 0.3, "ui_ordinal": 0.1, "grounding": 0.15, "kv_recall": 0.2, "copy": 0.15,
                "coordinates": 0.1}
 
@@ -246,22 +248,79 @@ def random_token_copy(rng: np.random.Generator, vocab: int, length: int) -> tupl
     return ids[:length], mask[:length]
 
 
+def gapped_recall(rng: np.random.Generator, vocab: int, length: int,
+                  separators: list[list[int]] | None = None,
+                  letters: list[int] | None = None, digits: list[int] | None = None) -> tuple[list[int], list[bool]]:
+    """Lines `key SEP value`, then keys asked again (`key SEP` -> value), loss on the asked values.
+
+    SEP is shared by every line of a row (one of `separators`, or 0-3 random ids), so the token
+    before a value never tells which line it is: the value is found by matching the key a few
+    tokens back. Keys are 1-2 random ids, or 2-6 ids drawn from `letters` (how the built-in BPE
+    spells a label: one token per character, so no single token of a key is distinctive); values
+    are random ids or 1-2 `digits` (a mark id). That is the legend lookup (`button "okay" Mark 3`
+    ... `click "okay" Mark` -> `3`) without the words around it, which a one-token induction head
+    (`random_token_copy`) does not solve."""
+    ids: list[int] = []
+    mask: list[bool] = []
+    while len(ids) < length:
+        if separators and rng.random() < 0.5:
+            sep = list(separators[int(rng.integers(len(separators)))])
+        else:
+            sep = rng.integers(0, vocab, size=int(rng.integers(0, 4))).tolist()
+        newline = int(rng.integers(0, vocab))
+        n = int(rng.integers(3, 13))
+        spelled = letters is not None and rng.random() < 0.5
+        keys: list[list[int]] = []
+        while len(keys) < n:
+            key = ([int(c) for c in rng.choice(letters, size=int(rng.integers(2, 7)))] if spelled
+                   else rng.integers(0, vocab, size=int(rng.integers(1, 3))).tolist())
+            if key not in keys:
+                keys.append(key)
+        as_digits = digits is not None and rng.random() < 0.5
+        values = [[int(c) for c in rng.choice(digits, size=int(rng.integers(1, 3)))] if as_digits
+                  else rng.integers(0, vocab, size=int(rng.integers(1, 3))).tolist() for _ in range(n)]
+        for k, v in zip(keys, values):
+            line = k + sep + v + [newline]
+            ids += line
+            mask += [False] * len(line)
+        for i in rng.permutation(n)[: int(rng.integers(1, n + 1))]:
+            ids += keys[i] + sep + values[i] + [newline]
+            mask += [False] * (len(keys[i]) + len(sep)) + [True] * len(values[i]) + [False]
+    return ids[:length], mask[:length]
+
+
+def spelling_tokens(tokenizer: Any) -> tuple[list[list[int]], list[int], list[int]]:
+    """The legend separators, the single-letter ids and the digit ids of `tokenizer`."""
+    def one(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    separators = [one(s) for s in LEGEND_SEPARATORS]
+    letters = sorted({one(c)[0] for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if len(one(c)) == 1})
+    digits = [one(c)[0] for c in "0123456789"]
+    return separators, letters, digits
+
+
 def make_rows(tokenizer: Any, rng: np.random.Generator, rows: int, length: int,
               mix: dict[str, float] | None = None, token_copy_frac: float = 0.25,
-              text_vocab: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+              text_vocab: int | None = None, recall_frac: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """`rows` rows of `length` ids (examples packed back to back, the last one cut) and their
     supervision masks. A `token_copy_frac` share of rows are `random_token_copy` rows over the
-    first `text_vocab` ids (default: the tokenizer's size)."""
+    first `text_vocab` ids (default: the tokenizer's size); of the others, a `recall_frac` share
+    are `gapped_recall` rows (their separators include the legend's `" Mark `). With
+    `recall_frac` 0 no extra random number is drawn: the rows are those of earlier runs."""
     mix = mix or DEFAULT_MIX
     names = list(mix)
     probs = np.array([mix[n] for n in names], dtype=float)
     probs /= probs.sum()
     vocab = text_vocab or len(tokenizer)
+    spelling = spelling_tokens(tokenizer)
     ids = np.zeros((rows, length), dtype=np.int64)
     mask = np.zeros((rows, length), dtype=bool)
     for r in range(rows):
         if rng.random() < token_copy_frac:
             row_ids, row_mask = random_token_copy(rng, vocab, length)
+        elif recall_frac and rng.random() < recall_frac:
+            row_ids, row_mask = gapped_recall(rng, vocab, length, *spelling)
         else:
             row_ids, row_mask = [], []
             while len(row_ids) < length:
