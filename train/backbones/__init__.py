@@ -7,6 +7,7 @@ offline (nothing is downloaded):
     magma backbones pretrain-lm     --out backbones/tiny-lm      [--steps N] [--resume]
     magma backbones pretrain-vision --out backbones/tiny-convnext [--steps N] [--resume]
     magma backbones probe           --lm backbones/tiny-lm
+    magma backbones pretrain-lm     --out DIR --init-from backbones/tiny-lm [--recall-frac F]  (a second stage)
 
 Both write an ordinary Hugging Face folder (`LlamaForCausalLM` + tokenizer; `ConvNextModel` +
 preprocessor config) that `text.pretrained` / `vision.pretrained` load like any other backbone,
