@@ -313,7 +313,7 @@ def make_rows(tokenizer: Any, rng: np.random.Generator, rows: int, length: int,
     probs = np.array([mix[n] for n in names], dtype=float)
     probs /= probs.sum()
     vocab = text_vocab or len(tokenizer)
-    spelling = spelling_tokens(tokenizer)
+    spelling = spelling_tokens(tokenizer) if recall_frac else None  # only gapped rows need them
     ids = np.zeros((rows, length), dtype=np.int64)
     mask = np.zeros((rows, length), dtype=bool)
     for r in range(rows):
