@@ -9,6 +9,7 @@ vocabulary (the action-tokenizer convention).
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -49,8 +50,18 @@ The Is Are Do Does One Two Three Four Five Six Seven Eight Nine Ten
 """.split()
 
 
-def _corpus() -> list[str]:
-    lines = [" ".join(_WORDS)]
+def _word_forms(words: Sequence[str]) -> list[str]:
+    """Each word as pages write it (lower, Capitalised, UPPER), alone and after a space, twice, so
+    that BPE merges every form into one token when the vocabulary has room."""
+    forms = []
+    for w in dict.fromkeys(words):
+        for v in dict.fromkeys((w, w.capitalize(), w.upper())):
+            forms += [v, " " + v]
+    return forms * 2
+
+
+def _corpus(words: Sequence[str] = ()) -> list[str]:
+    lines = _word_forms(words) + [" ".join(_WORDS)]
     for i in range(0, len(_WORDS), 7):
         lines.append(" ".join(_WORDS[i:i + 7]))
     for w in _WORDS:
@@ -59,11 +70,14 @@ def _corpus() -> list[str]:
     return lines * 3
 
 
-def build_bpe_tokenizer(vocab_size: int = 1024, action_tokens: bool = True) -> PreTrainedTokenizerFast:
-    """Deterministic byte-level BPE (BPE part has `vocab_size` entries incl. the 256 bytes).
+def build_bpe_tokenizer(vocab_size: int = 1024, action_tokens: bool = True,
+                        words: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """Deterministic byte-level BPE (BPE part has at most `vocab_size` entries incl. the 256 bytes).
 
     `action_tokens=False` leaves out `<act_0>..<act_255>` (the `reuse_last` action scheme puts
-    the bins on the last ids of the BPE part instead)."""
+    the bins on the last ids of the BPE part instead). `words` joins the merge corpus in every
+    casing, so that with a large enough `vocab_size` each is one token (as common words are in a
+    real LM's vocabulary); the default corpus alone spells most labels a character at a time."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # deterministic merge order
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -74,7 +88,7 @@ def build_bpe_tokenizer(vocab_size: int = 1024, action_tokens: bool = True) -> P
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=[])
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus(words), trainer=trainer)
     tok.add_special_tokens(SPECIAL_TOKENS)
     if action_tokens:
         tok.add_special_tokens([action_token(i) for i in range(N_ACTION_BINS)])

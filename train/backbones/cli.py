@@ -29,7 +29,7 @@ def run_pretrain_lm(args: argparse.Namespace) -> int:
     _record_command(out, args)
     probe = pretrain_lm(out, steps=args.steps, resume=args.resume, seed=args.seed, batch=args.batch,
                         length=args.length, lr=args.lr, stop_after=args.stop_after,
-                        recall_frac=args.recall_frac, init_from=args.init_from)
+                        recall_frac=args.recall_frac, init_from=args.init_from, vocabulary=args.tokenizer)
     print(json.dumps(probe, indent=1))
     return 0
 
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--lr", type=float, default=1e-3)
     lm.add_argument("--recall-frac", type=float, default=0.0,
                     help="share of the non-copy rows that are gapped-recall rows (the legend lookup in random tokens)")
+    lm.add_argument("--tokenizer", choices=("builtin", "words"), default="builtin",
+                    help="builtin: the 1,024-token BPE (spells most labels a letter at a time); "
+                         "words: a BPE that also holds every label word of the corpus as one token")
     lm.add_argument("--init-from", type=Path, default=None, metavar="DIR",
                     help="start from the weights of an earlier pretrain-lm folder (a second stage)")
     vis = subcommand(sub, "pretrain-vision", run_pretrain_vision,

@@ -146,8 +146,20 @@ def _load_weights(model: torch.nn.Module, folder: Path, vocab: int) -> None:
                           file=weights, fix="start from a folder written with the same --sizes")
 
 
-def lm_tokenizer() -> Any:
-    """The built-in BPE without action tokens (fine-tuning appends them, as for any LM)."""
+LM_VOCABULARIES = ("builtin", "words")
+
+
+def lm_tokenizer(vocabulary: str = "builtin") -> Any:
+    """A BPE without action tokens (fine-tuning appends them, as for any LM).
+
+    `builtin`: the project's 1,024-token BPE, which spells a label such as `okay` one character
+    per token, so the legend lookup must match several tokens. `words`: the same merges' corpus
+    plus every word labels are made of (`text_corpus.VOCABULARY_WORDS`, in each casing), each one
+    token, as common words are in a real LM's vocabulary (about 3,000 entries)."""
+    if vocabulary == "words":
+        return build_bpe_tokenizer(4096, action_tokens=False, words=tc.VOCABULARY_WORDS)
+    if vocabulary != "builtin":
+        raise ConfigError(f"unknown LM tokenizer {vocabulary!r}", fix=f"use one of {LM_VOCABULARIES}")
     return build_bpe_tokenizer(1024, action_tokens=False)
 
 
@@ -155,14 +167,14 @@ def pretrain_lm(out: Path, steps: int, resume: bool = True, seed: int = 0, batch
                 lr: float = 1e-3, token_copy_frac: float = 0.25, sizes: Path = DEFAULT_SIZES,
                 checkpoint_every: int = 250, probe_every: int = 250,
                 stop_after: int | None = None, recall_frac: float = 0.0,
-                init_from: Path | None = None) -> dict[str, float]:
+                init_from: Path | None = None, vocabulary: str = "builtin") -> dict[str, float]:
     """Trains and writes `<out>/` (model + tokenizer, bf16 weights), `<out>/training_log.jsonl`
     and `<out>/probe.json` (the final probe); returns the final probe.
 
     `init_from`: a folder this command wrote, whose weights start the run (a second stage with
-    another mix, e.g. `recall_frac`); its tokenizer must be the built-in one."""
+    another mix, e.g. `recall_frac`), written with the same `vocabulary` (`lm_tokenizer`)."""
     out = Path(out)
-    tokenizer = lm_tokenizer()
+    tokenizer = lm_tokenizer(vocabulary)
     model = build_lm(tokenizer, sizes, seed)
     if init_from is not None:
         _load_weights(model, Path(init_from), len(tokenizer))

@@ -41,7 +41,14 @@ _LOREM = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod
           "officia deserunt mollit anim id est laborum donec lacus ridiculus cursus dis justo facilisis "
           "proin aliquam pharetra turpis scelerisque rutrum lectus pretium aliquet egestas erat aenean "
           "pulvinar pellentesque purus massa leo at eget rhoncus malesuada tortor neque dui feugiat nunc "
-          "auctor morbi vitae mauris nibh tellus sapien viverra odio nec mi arcu vel urna").split()
+          "auctor morbi vitae mauris nibh tellus sapien viverra odio nec mi arcu vel urna luctus venenatis "
+          "fringilla porttitor praesent elementum ullamcorper facilisi etiam dignissim diam lobortis "
+          "fermentum faucibus ornare quam orci sagittis volutpat condimentum lacinia eros dapibus ultrices "
+          "iaculis augue congue felis phasellus eleifend vulputate bibendum curabitur sodales sem integer "
+          "vestibulum risus ultricies tristique metus posuere sollicitudin semper mattis nisl habitant "
+          "senectus netus fames ac tempus hendrerit gravida blandit hac habitasse platea dictumst quisque "
+          "suscipit maecenas cras placerat tincidunt imperdiet euismod porta mollis nullam fusce "
+          "suspendisse potenti vivamus dictum varius a").split()
 _UI_WORDS = ("ok okay yes no cancel submit next previous back search login logout save delete edit open "
              "close apply reset send start stop help home menu settings profile share copy paste undo "
              "redo refresh print export import upload download accept decline continue finish").split()
@@ -50,6 +57,8 @@ _SYLLABLES = ("ba be bi bo bu ka ke ki ko ku ta te ti to tu ra re ri ro ru sa se
 ROLES = ("button", "link", "text", "textbox", "checkbox", "tab", "header")
 ORDINALS = ("1st", "2nd", "3rd", "4th", "5th", "6th", "7th", "8th", "9th", "10th")
 NUMBER_WORDS = ("ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX")
+# The words labels and instructions are made of: the `words` tokenizer holds each as one token.
+VOCABULARY_WORDS = (*_LOREM, *_UI_WORDS, *ROLES, *(w.lower() for w in NUMBER_WORDS), "tab", "dialog")
 
 
 def _pseudo_word(rng: np.random.Generator) -> str:
