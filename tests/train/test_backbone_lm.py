@@ -249,3 +249,40 @@ def test_init_from_starts_at_the_folder_weights_and_refuses_a_foreign_folder(tmp
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no model.safetensors"):
         pretrain_lm(tmp_path / "third", steps=1, batch=2, length=64, sizes=MICRO, init_from=tmp_path / "empty")
+
+
+def test_words_tokenizer_holds_each_label_word_as_one_token_and_builtin_spells_them():
+    words, builtin = lm_tokenizer("words"), lm_tokenizer("builtin")
+    assert len(builtin) < 1100 < len(words) <= 4096 + 8
+
+    def tokens(tok, text):
+        return tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"])
+
+    for w in ("okay", "Fringilla", "SUBMIT", "consectetur", "checkbox"):
+        assert tokens(words, f'button "{w}" Mark 13') == ["button", 'Ġ"', w, '"', "ĠMark", "Ġ", "1", "3"]
+        assert len(tokens(builtin, f'"{w}"')) > 3 or w == "checkbox"  # spelt in pieces
+    # a word that is not in the list still tokenises (bytes), and the text round-trips
+    text = 'click "zzyzx okay" Mark 4'
+    assert words.decode(words(text, add_special_tokens=False)["input_ids"]) == text
+    assert lm_tokenizer("words").get_vocab() == words.get_vocab()  # deterministic
+
+
+def test_an_unknown_lm_tokenizer_is_one_clear_error():
+    from magma.config_io import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown LM tokenizer"):
+        lm_tokenizer("sentencepiece")
+
+
+def test_a_words_tokenizer_folder_loads_through_text_pretrained(tmp_path):
+    from magma.build import build_model
+
+    pretrain_lm(tmp_path / "lm", steps=1, batch=2, length=64, sizes=MICRO, probe_every=1, vocabulary="words")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: t\ntext:\n  pretrained: {tmp_path / 'lm'}\nvision:\n  depths: [1, 1]\n"
+                    "  hidden_sizes: [8, 16]\nimage_size: 64\n")
+    model, processor = build_model(spec)
+    tok = processor.tokenizer
+    assert tok.convert_ids_to_tokens(tok('"dolor"', add_special_tokens=False)["input_ids"]) == ['"', "dolor", '"']
+    assert tok.convert_tokens_to_ids("<act_0>") == len(lm_tokenizer("words"))  # actions appended after it
+    assert model.get_input_embeddings().weight.shape[0] >= len(tok)
