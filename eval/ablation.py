@@ -70,8 +70,14 @@ def _mix(base: Path, arm: str) -> dict:
     return mix
 
 
+def seed_overrides(seed: int) -> list[str]:
+    """Train-config overrides for another draw: model initialisation, data order and the loop's
+    own seed together (seed 0 is the quickstart's draw)."""
+    return [f"seed={seed}", f"model.seed={seed}", f"data.seed={seed}"]
+
+
 def run_arm(name: str, episodes: Path, out: Path, steps: int, eval_config: str,
-            timings: dict[str, float]) -> dict:
+            timings: dict[str, float], seed: int = 0) -> dict:
     arm = out / name
     arm.mkdir(parents=True, exist_ok=True)
     mix_path = arm / "data.yaml"
@@ -81,7 +87,8 @@ def run_arm(name: str, episodes: Path, out: Path, steps: int, eval_config: str,
                                             "--var", f"EPISODES={episodes}"], arm, timings, tag="ablation")
     train_stage(f"{name} train", "configs/train/quickstart.yaml",
                 [f"run_dir={arm / 'train'}", f"data.shards={arm / 'shards'}", f"max_steps={steps}",
-                 f"checkpoint.every={steps}", f"model.config={ARMS[name]['model']}"], arm, timings, tag="ablation")
+                 f"checkpoint.every={steps}", f"model.config={ARMS[name]['model']}", *seed_overrides(seed)],
+                arm, timings, tag="ablation")
     run_stage(f"{name} eval", magma_command() + ["eval", "--config", eval_config, "--checkpoint",
                                           str(arm / "train" / "final"), "--out", str(arm / "eval")],
               arm, timings, tag="ablation")
@@ -96,9 +103,10 @@ def mean_success(results: dict, tasks: list[tuple[str, str]]) -> float | None:
     return None if not rates or None in rates else sum(rates) / len(rates)
 
 
-def table(arms: dict[str, dict], steps: int) -> str:
+def table(arms: dict[str, dict], steps: int, seed: int = 0) -> str:
     names = list(arms)
-    lines = [f"# SoM/ToM ablation at equal budget ({steps} steps, global batch 16, 2 CPU ranks)", "",
+    lines = [f"# SoM/ToM ablation at equal budget ({steps} steps, global batch 16, 2 CPU ranks, "
+             f"training seed {seed})", "",
              "| env | task | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     envs = sorted({(env, task) for a in arms.values() for env, tasks in a["results"].items()
                    if isinstance(tasks, dict) for task in tasks})
@@ -133,6 +141,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=300, help="training steps for each arm")
     p.add_argument("--eval-config", default=DEFAULT_EVAL)
     p.add_argument("--arms", default=DEFAULT_ARMS, help="comma-separated, from " + ", ".join(ARMS))
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed of every arm (initialisation and data order; 0 is the quickstart's): "
+                        "another value gives another draw of the same comparison")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,12 +161,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name in arms_wanted:
             arms[name] = run_arm(name, args.episodes.resolve(), args.out.resolve(), args.steps,
-                                 args.eval_config, timings)
+                                 args.eval_config, timings, args.seed)
     except StageFailed as exc:
         return fail(args._prog, str(exc), 1)
-    md = table(arms, args.steps)
+    md = table(arms, args.steps, args.seed)
     (args.out / "ablation.md").write_text(md)
     (args.out / "ablation.json").write_text(json.dumps(
-        {"steps": args.steps, "arms": arms, "timings_s": timings}, indent=1))
+        {"steps": args.steps, "seed": args.seed, "arms": arms, "timings_s": timings}, indent=1))
     print(md + f"\nablation done in {time.perf_counter() - t0:.0f} s: {args.out / 'ablation.md'}")
     return 0

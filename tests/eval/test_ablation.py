@@ -55,3 +55,13 @@ def test_table_lists_both_arms_per_task():
 def test_missing_episodes_is_a_clear_error(tmp_path, capsys):
     assert main(["ablation", "--episodes", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     assert "needs miniwob/ and metaworld/" in capsys.readouterr().err
+
+
+def test_a_seed_changes_every_training_seed_and_each_is_a_real_config_key():
+    from eval.ablation import seed_overrides
+    from train.config import load_train_config
+
+    cfg = load_train_config(ROOT / "configs/train/quickstart.yaml", seed_overrides(3))
+    assert (cfg.seed, cfg.model.seed, cfg.data.seed) == (3, 3, 3)
+    base = load_train_config(ROOT / "configs/train/quickstart.yaml", seed_overrides(0))
+    assert (base.seed, base.model.seed, base.data.seed) == (0, 0, 0)  # seed 0 is the quickstart's draw
