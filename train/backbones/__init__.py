@@ -8,6 +8,7 @@ offline (nothing is downloaded):
     magma backbones pretrain-vision --out backbones/tiny-convnext [--steps N] [--resume]
     magma backbones probe           --lm backbones/tiny-lm
     magma backbones pretrain-lm     --out DIR --init-from backbones/tiny-lm [--recall-frac F]  (a second stage)
+    magma backbones pretrain-lm     --out DIR --tokenizer words   (label words as single tokens)
 
 Both write an ordinary Hugging Face folder (`LlamaForCausalLM` + tokenizer; `ConvNextModel` +
 preprocessor config) that `text.pretrained` / `vision.pretrained` load like any other backbone,
