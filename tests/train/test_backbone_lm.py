@@ -286,3 +286,11 @@ def test_a_words_tokenizer_folder_loads_through_text_pretrained(tmp_path):
     assert tok.convert_ids_to_tokens(tok('"dolor"', add_special_tokens=False)["input_ids"]) == ['"', "dolor", '"']
     assert tok.convert_tokens_to_ids("<act_0>") == len(lm_tokenizer("words"))  # actions appended after it
     assert model.get_input_embeddings().weight.shape[0] >= len(tok)
+
+
+def test_init_from_a_folder_of_the_other_tokenizer_names_the_mismatch(tmp_path):
+    from magma.config_io import ConfigError
+
+    pretrain_lm(tmp_path / "words", steps=1, batch=2, length=64, sizes=MICRO, probe_every=1, vocabulary="words")
+    with pytest.raises(ConfigError, match="same --tokenizer"):
+        pretrain_lm(tmp_path / "next", steps=1, batch=2, length=64, sizes=MICRO, init_from=tmp_path / "words")

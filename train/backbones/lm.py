@@ -137,9 +137,10 @@ def _load_weights(model: torch.nn.Module, folder: Path, vocab: int) -> None:
     state = {k: v.float() for k, v in load_file(str(weights)).items()}
     rows = state.get("model.embed_tokens.weight")
     if rows is None or rows.shape[0] != vocab:
-        raise ConfigError(f"its embedding has {None if rows is None else rows.shape[0]} rows, the built-in "
+        raise ConfigError(f"its embedding has {None if rows is None else rows.shape[0]} rows, the chosen "
                           f"tokenizer {vocab}", file=weights,
-                          fix="start from a folder written by `magma backbones pretrain-lm` with the same sizes")
+                          fix="start from a folder written by `magma backbones pretrain-lm` with the same sizes "
+                              "and the same --tokenizer")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if k != "lm_head.weight"]:
         raise ConfigError(f"weights do not fit the tiny LM (missing {missing}, unexpected {unexpected})",
