@@ -201,7 +201,11 @@ def _backbones_line(run: Path) -> str | None:
         probe = ROOT / folder / "probe.json"  # written by `magma backbones pretrain-*`
         if probe.exists():
             record = json.loads(probe.read_text())
-            return f"{folder} (step {record.get('step')} of {record.get('of_steps', record.get('step'))})"
+            lookup = ""  # the LM's own legend-lookup probe: what limits the lookup tasks, measured
+            if "mark_id/ui_click" in record and "chance/ui_click" in record:
+                lookup = (f"; its legend-lookup probe {record['mark_id/ui_click']:.2f}, "
+                          f"chance {record['chance/ui_click']:.2f}")
+            return f"{folder} (step {record.get('step')} of {record.get('of_steps', record.get('step'))}{lookup})"
         return folder
 
     return (f"backbones: language model {described(spec.text.pretrained)}; vision tower "
@@ -236,8 +240,10 @@ def _summary(run: Path, timings: dict[str, float]) -> str:
                              f"{exp if exp is None else format(exp, '7.2f')!s:>7s} {r['episodes']:4d}")
         from eval.report import target_lines
 
-        targets, _ = target_lines(res)  # the report's check: met, or the shortfall
+        targets, all_met = target_lines(res)  # the report's check: met, or the shortfall
         lines += ["targets:"] + [f"  {ln[2:]}" for ln in targets]
+        if not all_met:
+            lines.append("  (what limits the targets not met, measured: the README's status section)")
     report = run / "eval" / "report.md"
     if report.exists():
         lines.append(f"report: {report}")

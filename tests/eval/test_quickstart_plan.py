@@ -38,6 +38,7 @@ def test_the_summary_names_the_backbones_and_their_step(tmp_path):
         yaml.safe_dump({"model": {"config": "configs/model/tiny-pretrained.yaml"}}))
     line = _backbones_line(tmp_path)
     lm = json.loads((ROOT / "backbones/tiny-lm/probe.json").read_text())
-    assert f"language model backbones/tiny-lm (step {lm['step']} of {lm['of_steps']})" in line
+    assert f"language model backbones/tiny-lm (step {lm['step']} of {lm['of_steps']}; its legend-lookup " \
+           f"probe {lm['mark_id/ui_click']:.2f}, chance {lm['chance/ui_click']:.2f})" in line
     (tmp_path / "train" / "config.yaml").write_text(yaml.safe_dump({"model": {"config": SCRATCH_MODEL}}))
     assert "language model random init (from scratch)" in _backbones_line(tmp_path)

@@ -30,3 +30,14 @@ def test_summary_repeats_the_reporttarget_lines(tmp_path) -> None:
     text = _summary(tmp_path, {"train": 1.0})
     assert "targets:" in text and "  MiniWoB++ click tasks mean success 100% (target >= 80%): met" in text
     assert "reach-v3 60% on 10 episodes" in text and "  x" not in text.split("targets:")[1].split("report:")[0]
+
+
+def test_summary_points_to_the_measured_limit_only_when_a_target_is_not_met(tmp_path) -> None:
+    (tmp_path / "eval").mkdir()
+    met = {"miniwob": {"click-tab": _r(1.0, 0.89, 0.34, 30)}}
+    (tmp_path / "eval" / "results.json").write_text(json.dumps(met))
+    assert "what limits the targets not met" not in _summary(tmp_path, {"train": 1.0})
+    short = {"miniwob": {"click-button": _r(0.43, 0.27, 0.30, 30)}}
+    (tmp_path / "eval" / "results.json").write_text(json.dumps(short))
+    text = _summary(tmp_path, {"train": 1.0})
+    assert "NOT met" in text and "what limits the targets not met, measured: the README's status section" in text
