@@ -265,6 +265,10 @@ def test_words_tokenizer_holds_each_label_word_as_one_token_and_builtin_spells_t
     text = 'click "zzyzx okay" Mark 4'
     assert words.decode(words(text, add_special_tokens=False)["input_ids"]) == text
     assert lm_tokenizer("words").get_vocab() == words.get_vocab()  # deterministic
+    # and it is the tokenizer the shipped LM folder was written with
+    from transformers import AutoTokenizer
+    shipped = AutoTokenizer.from_pretrained(HERE.parents[1] / "backbones/tiny-lm", local_files_only=True)
+    assert shipped.get_vocab() == words.get_vocab()
 
 
 def test_an_unknown_lm_tokenizer_is_one_clear_error():

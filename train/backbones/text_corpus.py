@@ -58,7 +58,7 @@ ROLES = ("button", "link", "text", "textbox", "checkbox", "tab", "header")
 ORDINALS = ("1st", "2nd", "3rd", "4th", "5th", "6th", "7th", "8th", "9th", "10th")
 NUMBER_WORDS = ("ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX")
 # The words labels and instructions are made of: the `words` tokenizer holds each as one token.
-VOCABULARY_WORDS = (*_LOREM, *_UI_WORDS, *ROLES, *(w.lower() for w in NUMBER_WORDS), "tab", "dialog")
+VOCABULARY_WORDS = (*_LOREM, *_UI_WORDS, *ROLES, *(w.lower() for w in NUMBER_WORDS), "dialog")
 
 
 def _pseudo_word(rng: np.random.Generator) -> str:
